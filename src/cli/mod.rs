@@ -1,0 +1,30 @@
+//! Subcommands. Each file is one subcommand; all of them call into the library.
+
+mod replay;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "nagare", version, about = "NetFlow/IPFIX collector for VMware data centres, with vRNI-style flow queries")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the collector daemon.
+    Serve(serve::ServeArgs),
+    /// Send the UDP payloads of a pcap/pcapng to a collector, or decode them offline.
+    Replay(replay::ReplayArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(a) => serve::run(a),
+        Command::Replay(a) => replay::run(a),
+    }
+}

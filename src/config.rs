@@ -1,0 +1,111 @@
+//! The root configuration: one TOML file whose sections belong to the modules.
+//! Every key has a default; `config/nagare.example.toml` documents them all.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::ApiConfig;
+use crate::decode::DecodeConfig;
+use crate::listener::ListenerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for everything that must survive a restart (templates, exporter
+    /// options, rollups, dashboards).
+    pub state_dir: PathBuf,
+    pub listener: ListenerConfig,
+    pub decode: DecodeConfig,
+    pub http: ApiConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/nagare"),
+            listener: ListenerConfig::default(),
+            decode: DecodeConfig::default(),
+            http: ApiConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; errors name the line and column.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listener.listen.is_empty() {
+            return Err(ConfigError::Invalid("listener.listen is empty: nothing to receive on".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Formats a TOML error as "line L, column C: message".
+pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().to_string();
+    match e.span() {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            format!("line {line}, column {col}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_position() {
+        let e = Config::from_toml("state_dir = \"/tmp/x\"\n[listener]\nlisten = []\nbogus = 1\n").unwrap_err();
+        assert!(e.starts_with("line 4, column 1:"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::from_toml("[http]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(c.listener.listen.len(), 2);
+        assert_eq!(c.http.listen.port(), 1);
+    }
+}

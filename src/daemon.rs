@@ -1,0 +1,188 @@
+//! `nagare serve`: builds the components in dependency order, runs them until the
+//! shutdown future completes, then drains them in reverse order.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::http::{self, HttpState, MetricsSource};
+use crate::config::Config;
+use crate::decode::{Decoder, PersistedDecodeState};
+use crate::listener::Listener;
+use crate::pipeline::Pipeline;
+use crate::telemetry::Exposition;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Listener(#[from] crate::listener::ListenerError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// What a started daemon is bound to.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub udp: Vec<SocketAddr>,
+    pub http: SocketAddr,
+}
+
+pub const DECODER_STATE_FILE: &str = "decoder.json";
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+fn load_decoder_state(decoder: &Decoder, dir: &Path) {
+    let path = dir.join(DECODER_STATE_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read saved templates; starting without them");
+            return;
+        }
+    };
+    match serde_json::from_slice::<PersistedDecodeState>(&text) {
+        Ok(state) => {
+            let (t, e) = decoder.restore(state, now_ms());
+            tracing::info!(templates = t, exporters = e, "restored templates and exporter options");
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "saved templates are corrupt; ignoring them");
+        }
+    }
+}
+
+fn save_decoder_state(decoder: &Decoder, dir: &Path) {
+    let path = dir.join(DECODER_STATE_FILE);
+    match serde_json::to_vec(&decoder.snapshot()) {
+        Ok(bytes) => {
+            if let Err(e) = write_atomic(&path, &bytes) {
+                tracing::error!(path = %path.display(), error = %e, "cannot save templates");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot serialize templates"),
+    }
+}
+
+/// Runs the daemon until `shutdown` completes. `on_ready` is called once everything
+/// is bound (tests and `nagare serve` use it to learn the addresses).
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(&Bound) + Send,
+) -> Result<(), DaemonError> {
+    let state_dir = cfg.state_dir.clone();
+    std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::StateDir {
+        path: state_dir.clone(),
+        source,
+    })?;
+
+    let decoder = Arc::new(Decoder::new(cfg.decode.clone()));
+    load_decoder_state(&decoder, &state_dir);
+
+    let pipeline = Arc::new(Pipeline::counting());
+    let listener = Arc::new(Listener::start(&cfg.listener, decoder.clone(), pipeline.clone())?);
+    let udp = listener.local_addrs();
+
+    let metrics: Arc<dyn MetricsSource> = {
+        let decoder = decoder.clone();
+        let listener = listener.clone();
+        let pipeline = pipeline.clone();
+        Arc::new(move |out: &mut Exposition| {
+            listener.render_metrics(out);
+            decoder.render_metrics(out);
+            pipeline.render_metrics(out);
+        })
+    };
+    let tcp = http::bind(cfg.http.listen).await?;
+    let http_addr = tcp.local_addr().map_err(DaemonError::Http)?;
+    let app = http::router(HttpState { metrics });
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let http_task = tokio::spawn(http::serve(tcp, app, async move {
+        let _ = stop_http_rx.await;
+    }));
+
+    // Housekeeping: persist templates when they change, poll kernel drops, expire.
+    let (stop_bg_tx, mut stop_bg_rx) = tokio::sync::watch::channel(false);
+    let bg = {
+        let decoder = decoder.clone();
+        let listener = listener.clone();
+        let dir = state_dir.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n: u64 = 0;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop_bg_rx.changed() => break,
+                }
+                n += 1;
+                if decoder.take_dirty() {
+                    let d = decoder.clone();
+                    let dir = dir.clone();
+                    let _ = tokio::task::spawn_blocking(move || save_decoder_state(&d, &dir)).await;
+                }
+                if n % 5 == 0 {
+                    listener.poll_kernel_drops();
+                }
+                if n % 60 == 0 {
+                    let now = now_ms();
+                    decoder.expire_held(now);
+                    let gone = decoder.templates.expire(now / 1000);
+                    if gone > 0 {
+                        tracing::info!(templates = gone, "expired templates not refreshed within the TTL");
+                    }
+                }
+            }
+        })
+    };
+
+    let bound = Bound { udp, http: http_addr };
+    tracing::info!(udp = ?bound.udp, http = %bound.http, state_dir = %state_dir.display(), "nagare is running");
+    on_ready(&bound);
+
+    shutdown.await;
+    tracing::info!("shutting down");
+
+    // Reverse order: stop intake, flush, persist, stop serving.
+    let _ = stop_bg_tx.send(true);
+    let _ = bg.await;
+    {
+        let l = listener.clone();
+        let _ = tokio::task::spawn_blocking(move || l.stop()).await;
+    }
+    save_decoder_state(&decoder, &state_dir);
+    let _ = stop_http_tx.send(());
+    match http_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(DaemonError::Http(e)),
+        Err(_) => {}
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

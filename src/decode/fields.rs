@@ -1,0 +1,669 @@
+//! Information elements nagare understands, and what each one does to a [`FlowRecord`].
+//!
+//! Both decoders (the zero-copy fast path and the `netflow_parser` reference path) find
+//! the [`Slot`] of a template field with [`slot_for`] and hand the value to [`apply`];
+//! they differ in how they frame records and extract values, which is what the
+//! differential tests compare.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::model::{FlowRecord, InlineStr};
+
+/// VMware's private enterprise number.
+pub const PEN_VMWARE: u32 = 6876;
+/// RFC 5103 reverse information elements.
+pub const PEN_REVERSE: u32 = 29305;
+
+/// Where a field's value goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Skip,
+    /// An enterprise element nagare does not know: skipped by its length and counted.
+    UnknownEnterprise,
+    Bytes,
+    Packets,
+    BytesTotal,
+    PacketsTotal,
+    RevBytes,
+    RevPackets,
+    InitiatorBytes,
+    ResponderBytes,
+    InitiatorPackets,
+    ResponderPackets,
+    Protocol,
+    Tos,
+    TcpFlags,
+    SrcPort,
+    DstPort,
+    SrcAddr,
+    DstAddr,
+    NextHop,
+    InIf,
+    OutIf,
+    /// ingressPhysicalInterface / egressPhysicalInterface (used when 10/14 are absent).
+    PhysInIf,
+    PhysOutIf,
+    PostDot1qVlan,
+    SrcAs,
+    DstAs,
+    Vlan,
+    PostVlan,
+    Dot1qVlan,
+    Direction,
+    BiflowDirection,
+    EndReason,
+    IcmpTypeCode,
+    StartUptime,
+    EndUptime,
+    StartSec,
+    EndSec,
+    StartMs,
+    EndMs,
+    StartNtpUs,
+    EndNtpUs,
+    StartNtpNs,
+    EndNtpNs,
+    StartDeltaUs,
+    EndDeltaUs,
+    SysInitMs,
+    SamplingInterval,
+    SamplerId,
+    SamplingPktInterval,
+    SamplingPktSpace,
+    L2SegmentId,
+    // VMware PEN 6876
+    VmTenantProto,
+    VmTenantSrc,
+    VmTenantDst,
+    VmTenantSrcPort,
+    VmTenantDstPort,
+    VmEgressAttr,
+    VmVxlanRole,
+    VmIngressAttr,
+    VmVirtualObsId,
+    VmRuleId,
+    VmUuid,
+    VmVnicIndex,
+    VmSessionFlags,
+    VmFlowDirection,
+    VmAlgControlFlowId,
+    VmAlgType,
+    VmAlgFlowType,
+    VmLatency,
+    VmRetrans,
+    VmVifUuid,
+    VmVifId,
+}
+
+impl Slot {
+    /// Slots whose value is an address.
+    pub fn is_addr(self) -> bool {
+        matches!(
+            self,
+            Slot::SrcAddr | Slot::DstAddr | Slot::NextHop | Slot::VmTenantSrc | Slot::VmTenantDst
+        )
+    }
+    /// Slots whose value is raw bytes (strings, UUIDs).
+    pub fn is_bytes(self) -> bool {
+        matches!(
+            self,
+            Slot::VmVirtualObsId | Slot::VmUuid | Slot::VmVifUuid | Slot::VmVifId
+        )
+    }
+}
+
+/// The slot of element `id` of enterprise `pen` (0 = IANA) in a data record.
+/// NetFlow v9 field types share the IANA numbering for everything nagare reads.
+pub fn slot_for(pen: u32, id: u16) -> Slot {
+    match pen {
+        0 => match id {
+            1 => Slot::Bytes,
+            2 => Slot::Packets,
+            4 => Slot::Protocol,
+            5 => Slot::Tos,
+            6 => Slot::TcpFlags,
+            7 => Slot::SrcPort,
+            8 | 27 => Slot::SrcAddr,
+            10 => Slot::InIf,
+            11 => Slot::DstPort,
+            12 | 28 => Slot::DstAddr,
+            14 => Slot::OutIf,
+            15 | 62 => Slot::NextHop,
+            16 => Slot::SrcAs,
+            17 => Slot::DstAs,
+            21 => Slot::EndUptime,
+            22 => Slot::StartUptime,
+            32 | 139 => Slot::IcmpTypeCode,
+            34 | 50 => Slot::SamplingInterval,
+            48 | 302 => Slot::SamplerId,
+            58 => Slot::Vlan,
+            59 => Slot::PostVlan,
+            61 => Slot::Direction,
+            85 => Slot::BytesTotal,
+            86 => Slot::PacketsTotal,
+            136 => Slot::EndReason,
+            150 => Slot::StartSec,
+            151 => Slot::EndSec,
+            152 => Slot::StartMs,
+            153 => Slot::EndMs,
+            154 => Slot::StartNtpUs,
+            155 => Slot::EndNtpUs,
+            156 => Slot::StartNtpNs,
+            157 => Slot::EndNtpNs,
+            158 => Slot::StartDeltaUs,
+            159 => Slot::EndDeltaUs,
+            160 => Slot::SysInitMs,
+            231 => Slot::InitiatorBytes,
+            232 => Slot::ResponderBytes,
+            239 => Slot::BiflowDirection,
+            243 => Slot::Dot1qVlan,
+            252 => Slot::PhysInIf,
+            253 => Slot::PhysOutIf,
+            254 => Slot::PostDot1qVlan,
+            298 => Slot::InitiatorPackets,
+            299 => Slot::ResponderPackets,
+            305 => Slot::SamplingPktInterval,
+            306 => Slot::SamplingPktSpace,
+            351 => Slot::L2SegmentId,
+            _ => Slot::Skip,
+        },
+        PEN_REVERSE => match id {
+            1 => Slot::RevBytes,
+            2 => Slot::RevPackets,
+            85 => Slot::RevBytes,
+            86 => Slot::RevPackets,
+            _ => Slot::Skip,
+        },
+        PEN_VMWARE => match id {
+            880 => Slot::VmTenantProto,
+            881 | 883 => Slot::VmTenantSrc,
+            882 | 884 => Slot::VmTenantDst,
+            886 => Slot::VmTenantSrcPort,
+            887 => Slot::VmTenantDstPort,
+            888 => Slot::VmEgressAttr,
+            889 => Slot::VmVxlanRole,
+            890 => Slot::VmIngressAttr,
+            898 => Slot::VmVirtualObsId,
+            950 => Slot::VmRuleId,
+            951 => Slot::VmUuid,
+            952 => Slot::VmVnicIndex,
+            953 => Slot::VmSessionFlags,
+            954 => Slot::VmFlowDirection,
+            955 => Slot::VmAlgControlFlowId,
+            956 => Slot::VmAlgType,
+            957 => Slot::VmAlgFlowType,
+            958 => Slot::VmLatency,
+            959 => Slot::VmRetrans,
+            960 => Slot::VmVifUuid,
+            961 => Slot::VmVifId,
+            _ => Slot::UnknownEnterprise,
+        },
+        _ => Slot::UnknownEnterprise,
+    }
+}
+
+/// A field value as handed to [`apply`].
+#[derive(Debug, Clone, Copy)]
+pub enum Val<'a> {
+    U(u64),
+    A(IpAddr),
+    B(&'a [u8]),
+}
+
+impl Val<'_> {
+    #[inline]
+    pub fn as_u64(&self) -> u64 {
+        match *self {
+            Val::U(v) => v,
+            Val::A(IpAddr::V4(a)) => u64::from(u32::from(a)),
+            Val::A(IpAddr::V6(_)) => 0,
+            Val::B(b) => be_uint(b),
+        }
+    }
+    #[inline]
+    pub fn as_addr(&self) -> Option<IpAddr> {
+        match *self {
+            Val::A(a) => Some(a),
+            Val::B(b) => bytes_to_addr(b),
+            Val::U(_) => None,
+        }
+    }
+}
+
+/// Big-endian unsigned integer of up to 8 bytes; longer values keep their low 8 bytes.
+#[inline]
+pub fn be_uint(b: &[u8]) -> u64 {
+    let b = if b.len() > 8 { &b[b.len() - 8..] } else { b };
+    let mut v = 0u64;
+    for &x in b {
+        v = (v << 8) | u64::from(x);
+    }
+    v
+}
+
+#[inline]
+pub fn bytes_to_addr(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            Some(IpAddr::V6(Ipv6Addr::from(a)))
+        }
+        _ => None,
+    }
+}
+
+/// Per-record values that only make sense once the whole record is read
+/// (timestamps, sampling, alternative counters).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scratch {
+    pub bytes: Option<u64>,
+    pub packets: Option<u64>,
+    pub bytes_total: Option<u64>,
+    pub packets_total: Option<u64>,
+    pub init_bytes: Option<u64>,
+    pub resp_bytes: Option<u64>,
+    pub init_packets: Option<u64>,
+    pub resp_packets: Option<u64>,
+    pub rev_bytes: Option<u64>,
+    pub rev_packets: Option<u64>,
+    pub start_uptime: Option<u32>,
+    pub end_uptime: Option<u32>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub start_delta_us: Option<u32>,
+    pub end_delta_us: Option<u32>,
+    pub sys_init_ms: Option<i64>,
+    pub sampling_interval: Option<u32>,
+    pub sampler_id: Option<u32>,
+    pub pkt_interval: Option<u32>,
+    pub pkt_space: Option<u32>,
+    pub icmp_type_code: Option<u16>,
+    pub dot1q_vlan: Option<u16>,
+    pub post_dot1q_vlan: Option<u16>,
+    pub phys_in_if: Option<u32>,
+    pub phys_out_if: Option<u32>,
+}
+
+/// NTP timestamp (RFC 5905, 1900 epoch) to Unix milliseconds.
+fn ntp_to_unix_ms(v: u64) -> i64 {
+    let secs = (v >> 32) as i64 - 2_208_988_800;
+    let frac = (v & 0xffff_ffff) as i64;
+    secs * 1000 + (frac * 1000 >> 32)
+}
+
+/// Puts one field value where it belongs. Never panics, whatever the value.
+#[inline]
+pub fn apply(rec: &mut FlowRecord, s: &mut Scratch, slot: Slot, v: Val<'_>) {
+    match slot {
+        Slot::Skip | Slot::UnknownEnterprise => {}
+        Slot::Bytes => s.bytes = Some(v.as_u64()),
+        Slot::Packets => s.packets = Some(v.as_u64()),
+        Slot::BytesTotal => s.bytes_total = Some(v.as_u64()),
+        Slot::PacketsTotal => s.packets_total = Some(v.as_u64()),
+        Slot::RevBytes => s.rev_bytes = Some(v.as_u64()),
+        Slot::RevPackets => s.rev_packets = Some(v.as_u64()),
+        Slot::InitiatorBytes => s.init_bytes = Some(v.as_u64()),
+        Slot::ResponderBytes => s.resp_bytes = Some(v.as_u64()),
+        Slot::InitiatorPackets => s.init_packets = Some(v.as_u64()),
+        Slot::ResponderPackets => s.resp_packets = Some(v.as_u64()),
+        Slot::Protocol => rec.protocol = v.as_u64() as u8,
+        Slot::Tos => rec.tos = v.as_u64() as u8,
+        Slot::TcpFlags => rec.tcp_flags = v.as_u64() as u16,
+        Slot::SrcPort => rec.src_port = v.as_u64() as u16,
+        Slot::DstPort => rec.dst_port = v.as_u64() as u16,
+        // Templates may carry both IPv4 and IPv6 address fields, the unused family
+        // zero: an unspecified address never replaces a real one.
+        Slot::SrcAddr => {
+            if let Some(a) = v.as_addr()
+                && (!a.is_unspecified() || rec.src.is_unspecified())
+            {
+                rec.src = a;
+            }
+        }
+        Slot::DstAddr => {
+            if let Some(a) = v.as_addr()
+                && (!a.is_unspecified() || rec.dst.is_unspecified())
+            {
+                rec.dst = a;
+            }
+        }
+        Slot::NextHop => rec.next_hop = v.as_addr(),
+        Slot::InIf => rec.in_if = v.as_u64() as u32,
+        Slot::OutIf => rec.out_if = v.as_u64() as u32,
+        Slot::PhysInIf => s.phys_in_if = Some(v.as_u64() as u32),
+        Slot::PhysOutIf => s.phys_out_if = Some(v.as_u64() as u32),
+        Slot::PostDot1qVlan => s.post_dot1q_vlan = Some((v.as_u64() & 0xfff) as u16),
+        Slot::SrcAs => rec.src_as = v.as_u64() as u32,
+        Slot::DstAs => rec.dst_as = v.as_u64() as u32,
+        Slot::Vlan => rec.vlan = (v.as_u64() & 0xfff) as u16,
+        Slot::PostVlan => rec.post_vlan = (v.as_u64() & 0xfff) as u16,
+        Slot::Dot1qVlan => s.dot1q_vlan = Some((v.as_u64() & 0xfff) as u16),
+        Slot::Direction => rec.direction = v.as_u64() as u8,
+        Slot::BiflowDirection => rec.biflow_direction = v.as_u64() as u8,
+        Slot::EndReason => rec.flow_end_reason = v.as_u64() as u8,
+        Slot::IcmpTypeCode => s.icmp_type_code = Some(v.as_u64() as u16),
+        Slot::StartUptime => s.start_uptime = Some(v.as_u64() as u32),
+        Slot::EndUptime => s.end_uptime = Some(v.as_u64() as u32),
+        Slot::StartSec => s.start_ms = Some(v.as_u64() as i64 * 1000),
+        Slot::EndSec => s.end_ms = Some(v.as_u64() as i64 * 1000),
+        Slot::StartMs => s.start_ms = Some(v.as_u64() as i64),
+        Slot::EndMs => s.end_ms = Some(v.as_u64() as i64),
+        Slot::StartNtpUs | Slot::StartNtpNs => s.start_ms = Some(ntp_to_unix_ms(v.as_u64())),
+        Slot::EndNtpUs | Slot::EndNtpNs => s.end_ms = Some(ntp_to_unix_ms(v.as_u64())),
+        Slot::StartDeltaUs => s.start_delta_us = Some(v.as_u64() as u32),
+        Slot::EndDeltaUs => s.end_delta_us = Some(v.as_u64() as u32),
+        Slot::SysInitMs => s.sys_init_ms = Some(v.as_u64() as i64),
+        Slot::SamplingInterval => s.sampling_interval = Some(v.as_u64() as u32),
+        Slot::SamplerId => s.sampler_id = Some(v.as_u64() as u32),
+        Slot::SamplingPktInterval => s.pkt_interval = Some(v.as_u64() as u32),
+        Slot::SamplingPktSpace => s.pkt_space = Some(v.as_u64() as u32),
+        Slot::L2SegmentId => rec.layer2_segment_id = v.as_u64(),
+        _ => apply_vmware(rec, slot, v),
+    }
+}
+
+#[cold]
+fn apply_vmware(rec: &mut FlowRecord, slot: Slot, v: Val<'_>) {
+    let vm = &mut rec.vmware;
+    vm.present = true;
+    match slot {
+        Slot::VmTenantProto => vm.tenant_protocol = v.as_u64() as u8,
+        Slot::VmTenantSrc => vm.tenant_src = v.as_addr().filter(|a| !a.is_unspecified()),
+        Slot::VmTenantDst => vm.tenant_dst = v.as_addr().filter(|a| !a.is_unspecified()),
+        Slot::VmTenantSrcPort => vm.tenant_src_port = v.as_u64() as u16,
+        Slot::VmTenantDstPort => vm.tenant_dst_port = v.as_u64() as u16,
+        Slot::VmEgressAttr => vm.egress_attr = v.as_u64() as u16,
+        Slot::VmVxlanRole => vm.vxlan_export_role = v.as_u64() as u8,
+        Slot::VmIngressAttr => vm.ingress_attr = v.as_u64() as u16,
+        Slot::VmVirtualObsId => {
+            if let Val::B(b) = v {
+                vm.virtual_obs_id = InlineStr::from_bytes(b);
+            }
+        }
+        Slot::VmRuleId => vm.rule_id = v.as_u64() as u32,
+        Slot::VmUuid => {
+            if let Val::B(b) = v {
+                copy16(&mut vm.vm_uuid, b);
+            }
+        }
+        Slot::VmVnicIndex => vm.vnic_index = v.as_u64() as u32,
+        Slot::VmSessionFlags => vm.session_flags = v.as_u64() as u8,
+        Slot::VmFlowDirection => vm.flow_direction = v.as_u64() as u8,
+        Slot::VmAlgControlFlowId => vm.alg_control_flow_id = v.as_u64(),
+        Slot::VmAlgType => vm.alg_type = v.as_u64() as u8,
+        Slot::VmAlgFlowType => vm.alg_flow_type = v.as_u64() as u8,
+        Slot::VmLatency => vm.average_latency_us = v.as_u64() as u32,
+        Slot::VmRetrans => vm.retransmissions = v.as_u64() as u32,
+        Slot::VmVifUuid => {
+            if let Val::B(b) = v {
+                copy16(&mut vm.vif_uuid, b);
+            }
+        }
+        Slot::VmVifId => {
+            if let Val::B(b) = v {
+                vm.vif_id = InlineStr::from_bytes(b);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn copy16(dst: &mut [u8; 16], b: &[u8]) {
+    let n = b.len().min(16);
+    dst[..n].copy_from_slice(&b[..n]);
+}
+
+/// What a record needs from its message header and exporter to be finished.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordCtx {
+    /// Export time of the message, Unix milliseconds.
+    pub export_ms: i64,
+    /// sysUpTime at export (v5/v9 headers), milliseconds.
+    pub sys_uptime_ms: Option<u32>,
+    /// Exporter's system init time learned from options data (IPFIX), Unix ms.
+    pub sys_init_ms: Option<i64>,
+    /// Sampling rate to use when the record names none (exporter default / v5 header).
+    pub default_sampling: u32,
+}
+
+/// Signed difference `a - b` of two 32-bit uptime counters that may have wrapped.
+#[inline]
+fn uptime_diff(a: u32, b: u32) -> i64 {
+    i64::from(a.wrapping_sub(b) as i32)
+}
+
+/// Resolves timestamps, counters and sampling once all fields of a record are applied.
+/// `sampler_rate` maps a sampler id to its announced rate.
+#[inline]
+pub fn finish(
+    rec: &mut FlowRecord,
+    s: &Scratch,
+    ctx: &RecordCtx,
+    sampler_rate: impl Fn(u32) -> Option<u32>,
+) {
+    // Counters: delta counts first, then totals, then the initiator/responder pair.
+    let mut bytes = s.bytes.or(s.bytes_total).or(s.init_bytes).unwrap_or(0);
+    let mut packets = s.packets.or(s.packets_total).or(s.init_packets).unwrap_or(0);
+    let mut rbytes = s.rev_bytes.or(s.resp_bytes).unwrap_or(0);
+    let mut rpackets = s.rev_packets.or(s.resp_packets).unwrap_or(0);
+
+    // Times.
+    let sys_init = s.sys_init_ms.or(ctx.sys_init_ms);
+    let to_abs = |up: u32| -> i64 {
+        match (ctx.sys_uptime_ms, sys_init) {
+            (Some(now_up), _) => ctx.export_ms - uptime_diff(now_up, up),
+            (None, Some(init)) => init + i64::from(up),
+            (None, None) => ctx.export_ms,
+        }
+    };
+    let mut start = s.start_ms;
+    let mut end = s.end_ms;
+    if end.is_none() {
+        end = s.end_uptime.map(to_abs);
+    }
+    if start.is_none() {
+        start = s.start_uptime.map(to_abs);
+    }
+    if start.is_none() {
+        start = s
+            .start_delta_us
+            .map(|d| ctx.export_ms - i64::from(d) / 1000);
+    }
+    if end.is_none() {
+        end = s.end_delta_us.map(|d| ctx.export_ms - i64::from(d) / 1000);
+    }
+    // IPFIX sysUpTime without an init time: keep the duration, anchor the end at export.
+    if ctx.sys_uptime_ms.is_none()
+        && sys_init.is_none()
+        && s.start_uptime.is_some()
+        && s.end_uptime.is_some()
+        && s.start_ms.is_none()
+        && s.end_ms.is_none()
+    {
+        let (a, b) = (s.start_uptime.unwrap_or(0), s.end_uptime.unwrap_or(0));
+        end = Some(ctx.export_ms);
+        start = Some(ctx.export_ms - uptime_diff(b, a).max(0));
+    }
+    let end_ms = end.or(start).unwrap_or(ctx.export_ms);
+    let start_ms = start.unwrap_or(end_ms);
+    rec.start_ms = start_ms.min(end_ms);
+    rec.end_ms = end_ms.max(start_ms);
+
+    // VLAN: dot1qVlanId when vlanId is absent.
+    if rec.vlan == 0
+        && let Some(v) = s.dot1q_vlan
+    {
+        rec.vlan = v;
+    }
+    if rec.post_vlan == 0
+        && let Some(v) = s.post_dot1q_vlan
+    {
+        rec.post_vlan = v;
+    }
+    // Physical interfaces when the logical ones are absent.
+    if rec.in_if == 0
+        && let Some(i) = s.phys_in_if
+    {
+        rec.in_if = i;
+    }
+    if rec.out_if == 0
+        && let Some(i) = s.phys_out_if
+    {
+        rec.out_if = i;
+    }
+    // ICMP type/code travel in the destination port, as in NetFlow v5.
+    if (rec.protocol == 1 || rec.protocol == 58)
+        && rec.dst_port == 0
+        && let Some(tc) = s.icmp_type_code
+    {
+        rec.dst_port = tc;
+    }
+
+    // Sampling: the record's own interval, then its sampler, then the exporter default.
+    let rate = if let Some(i) = s.sampling_interval.filter(|&i| i > 0) {
+        i
+    } else if let (Some(iv), Some(sp)) = (s.pkt_interval, s.pkt_space) {
+        if iv > 0 {
+            ((u64::from(iv) + u64::from(sp)) / u64::from(iv)).min(u64::from(u32::MAX)) as u32
+        } else {
+            1
+        }
+    } else if let Some(r) = s.sampler_id.and_then(&sampler_rate) {
+        r
+    } else {
+        ctx.default_sampling
+    }
+    .max(1);
+    if rate > 1 {
+        let r = u64::from(rate);
+        bytes = bytes.saturating_mul(r);
+        packets = packets.saturating_mul(r);
+        rbytes = rbytes.saturating_mul(r);
+        rpackets = rpackets.saturating_mul(r);
+    }
+    rec.sampling_rate = rate;
+    rec.bytes = bytes;
+    rec.packets = packets;
+    rec.reverse_bytes = rbytes;
+    rec.reverse_packets = rpackets;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ExporterId;
+
+    fn rec() -> FlowRecord {
+        FlowRecord::empty(ExporterId::new("192.0.2.1".parse().unwrap(), 0), 10)
+    }
+
+    #[test]
+    fn uptime_relative_times_with_wrap() {
+        let mut r = rec();
+        let s = Scratch {
+            start_uptime: Some(u32::MAX - 999), // 1000 ms before the counter wrapped
+            end_uptime: Some(500),
+            ..Default::default()
+        };
+        let ctx = RecordCtx {
+            export_ms: 1_000_000,
+            sys_uptime_ms: Some(1500),
+            sys_init_ms: None,
+            default_sampling: 1,
+        };
+        finish(&mut r, &s, &ctx, |_| None);
+        assert_eq!(r.end_ms, 1_000_000 - 1000);
+        assert_eq!(r.start_ms, 1_000_000 - 2500);
+    }
+
+    #[test]
+    fn sampling_priority_and_scaling() {
+        let ctx = RecordCtx {
+            export_ms: 0,
+            sys_uptime_ms: None,
+            sys_init_ms: None,
+            default_sampling: 100,
+        };
+        // record interval wins
+        let mut r = rec();
+        let s = Scratch {
+            bytes: Some(10),
+            packets: Some(2),
+            sampling_interval: Some(5),
+            sampler_id: Some(1),
+            ..Default::default()
+        };
+        finish(&mut r, &s, &ctx, |_| Some(7));
+        assert_eq!((r.bytes, r.packets, r.sampling_rate), (50, 10, 5));
+        // sampler map next
+        let mut r = rec();
+        let s = Scratch {
+            bytes: Some(10),
+            sampler_id: Some(1),
+            ..Default::default()
+        };
+        finish(&mut r, &s, &ctx, |id| (id == 1).then_some(7));
+        assert_eq!((r.bytes, r.sampling_rate), (70, 7));
+        // exporter default last
+        let mut r = rec();
+        let s = Scratch {
+            bytes: Some(10),
+            ..Default::default()
+        };
+        finish(&mut r, &s, &ctx, |_| None);
+        assert_eq!((r.bytes, r.sampling_rate), (1000, 100));
+        // packet interval/space: 1 in (1+9)
+        let mut r = rec();
+        let s = Scratch {
+            bytes: Some(3),
+            pkt_interval: Some(1),
+            pkt_space: Some(9),
+            ..Default::default()
+        };
+        finish(&mut r, &s, &ctx, |_| None);
+        assert_eq!((r.bytes, r.sampling_rate), (30, 10));
+    }
+
+    #[test]
+    fn counters_fall_back_in_order() {
+        let ctx = RecordCtx {
+            export_ms: 5000,
+            sys_uptime_ms: None,
+            sys_init_ms: None,
+            default_sampling: 1,
+        };
+        let mut r = rec();
+        let s = Scratch {
+            bytes_total: Some(9),
+            init_bytes: Some(7),
+            resp_bytes: Some(3),
+            ..Default::default()
+        };
+        finish(&mut r, &s, &ctx, |_| None);
+        assert_eq!((r.bytes, r.reverse_bytes), (9, 3));
+        assert_eq!((r.start_ms, r.end_ms), (5000, 5000));
+    }
+
+    #[test]
+    fn ntp_conversion() {
+        // 2016-12-22T12:17:37Z = 1482409057 unix; NTP = +2208988800
+        let ntp = ((1_482_409_057u64 + 2_208_988_800) << 32) | (1u64 << 31);
+        assert_eq!(ntp_to_unix_ms(ntp), 1_482_409_057_500);
+    }
+
+    #[test]
+    fn vmware_slots() {
+        assert_eq!(slot_for(PEN_VMWARE, 881), Slot::VmTenantSrc);
+        assert_eq!(slot_for(PEN_VMWARE, 999), Slot::UnknownEnterprise);
+        assert_eq!(slot_for(9, 1), Slot::UnknownEnterprise);
+        let mut r = rec();
+        let mut s = Scratch::default();
+        apply(&mut r, &mut s, Slot::VmTenantSrc, Val::B(&[10, 0, 0, 1]));
+        apply(&mut r, &mut s, Slot::VmVirtualObsId, Val::B(b"vmnic0"));
+        assert_eq!(r.vmware.tenant_src, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(r.vmware.virtual_obs_id.as_str(), "vmnic0");
+        assert!(r.vmware.present);
+    }
+}

@@ -1,0 +1,954 @@
+//! Decoding NetFlow v5, v9 and IPFIX datagrams into [`FlowRecord`]s.
+//!
+//! `Decoder::decode` is a pure function of the datagram and the decoder's state
+//! (templates, exporter options, held sets): it does no I/O. Template and options state
+//! is shared by every listener thread, so an exporter that changes its source port (and
+//! lands on another SO_REUSEPORT socket) keeps decoding.
+//!
+//! Paths:
+//! - fixed-length data records: the zero-copy fast path (`fast`), templates compiled to
+//!   offsets;
+//! - variable-length data records: `netflow_parser` (`reference`), finished by the
+//!   walker if it stops early (zero-length variable fields, which it rejects);
+//! - NetFlow v5: `netflow_parser`;
+//! - options data: the walker, into per-exporter [`options::ExporterOptions`].
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod fast;
+pub mod fields;
+pub mod options;
+pub mod reference;
+pub mod template;
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ExporterId, FlowRecord};
+use crate::telemetry::{BoundedLabels, Counter, Exposition, Gauge};
+use fields::RecordCtx;
+use options::ExporterOptions;
+use template::{Learned, Template, TemplateKey, TemplateKind, TemplateLimits, TemplateRecord, TemplateStore};
+
+/// Why (part of) a datagram could not be decoded. Cheap to create; `kind()` is the
+/// metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("datagram shorter than its header")]
+    Truncated,
+    #[error("unsupported NetFlow/IPFIX version")]
+    UnsupportedVersion,
+    #[error("message length in the header does not match the datagram")]
+    BadLength,
+    #[error("set header with an impossible length")]
+    BadSet,
+    #[error("malformed template record")]
+    BadTemplate,
+    #[error("template refused: template limit reached")]
+    TemplateRejected,
+    #[error("data record cut short by the end of its set")]
+    RecordTruncated,
+    #[error("reference decoder could not parse the data set")]
+    Reference,
+    #[error("malformed NetFlow v5 datagram")]
+    V5Malformed,
+}
+
+impl DecodeError {
+    pub const ALL: [DecodeError; 9] = [
+        DecodeError::Truncated,
+        DecodeError::UnsupportedVersion,
+        DecodeError::BadLength,
+        DecodeError::BadSet,
+        DecodeError::BadTemplate,
+        DecodeError::TemplateRejected,
+        DecodeError::RecordTruncated,
+        DecodeError::Reference,
+        DecodeError::V5Malformed,
+    ];
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Truncated => "truncated",
+            DecodeError::UnsupportedVersion => "unsupported_version",
+            DecodeError::BadLength => "bad_length",
+            DecodeError::BadSet => "bad_set",
+            DecodeError::BadTemplate => "bad_template",
+            DecodeError::TemplateRejected => "template_rejected",
+            DecodeError::RecordTruncated => "record_truncated",
+            DecodeError::Reference => "reference",
+            DecodeError::V5Malformed => "v5_malformed",
+        }
+    }
+    fn index(&self) -> usize {
+        Self::ALL.iter().position(|e| e == self).unwrap_or(0)
+    }
+}
+
+/// Which decoder handles fixed-length records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeMode {
+    /// Fast path for fixed-length records, netflow_parser for the rest (default).
+    #[default]
+    Auto,
+    /// netflow_parser for every data record (for comparisons and troubleshooting).
+    Reference,
+}
+
+/// `[decode]` section of the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Templates kept per exporter IP (all domains); the stalest is evicted past it.
+    pub max_templates_per_exporter: usize,
+    /// Templates kept overall; new templates are refused (and counted) past it.
+    pub max_templates: usize,
+    /// A template not refreshed for this many seconds is forgotten.
+    pub template_ttl_secs: i64,
+    /// Exporters whose options (sampling, interface names) are remembered.
+    pub max_exporters: usize,
+    /// Exporters that get their own label in per-exporter metrics; the rest are `other`.
+    pub max_exporter_labels: usize,
+    /// Data sets held while their template is unknown.
+    pub hold_max_sets: usize,
+    /// Bytes of data sets held while their template is unknown.
+    pub hold_max_bytes: usize,
+    /// Held data sets older than this are dropped (and counted).
+    pub hold_ttl_secs: i64,
+    /// `auto` (fast path) or `reference` (netflow_parser only).
+    pub mode: DecodeMode,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            max_templates_per_exporter: 1024,
+            max_templates: 65_536,
+            template_ttl_secs: 7 * 86_400,
+            max_exporters: 4096,
+            max_exporter_labels: 256,
+            hold_max_sets: 4096,
+            hold_max_bytes: 16 << 20,
+            hold_ttl_secs: 300,
+            mode: DecodeMode::Auto,
+        }
+    }
+}
+
+/// Counters of one exporter (bounded label set).
+#[derive(Default)]
+pub struct ExporterCounters {
+    pub datagrams: Counter,
+    pub records: Counter,
+    pub errors: Counter,
+    pub template_misses: Counter,
+    pub lost_records: Counter,
+    pub lost_datagrams: Counter,
+}
+
+#[derive(Default)]
+struct SeqState {
+    next: Option<u32>,
+}
+
+impl SeqState {
+    /// Feeds a sequence number; returns how many units were skipped since the last one.
+    fn observe(&mut self, seq: u32, advance: u32, valid_advance: bool) -> u64 {
+        let mut lost = 0;
+        match self.next {
+            Some(n) => {
+                let gap = seq.wrapping_sub(n);
+                if gap < (1 << 20) {
+                    lost = u64::from(gap);
+                    self.next = Some(seq.wrapping_add(advance));
+                } else if n.wrapping_sub(seq) < 1024 {
+                    // a reordered, older datagram: leave the expectation alone
+                } else {
+                    self.next = Some(seq.wrapping_add(advance)); // exporter restarted
+                }
+            }
+            None => self.next = Some(seq.wrapping_add(advance)),
+        }
+        if !valid_advance {
+            self.next = None;
+        }
+        lost
+    }
+}
+
+/// What nagare knows about one exporter (IP + observation domain).
+pub struct ExporterState {
+    pub id: ExporterId,
+    pub options: RwLock<ExporterOptions>,
+    seq: Mutex<SeqState>,
+    pub counters: Arc<ExporterCounters>,
+}
+
+/// Persisted per-exporter options.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PersistedExporter {
+    pub ip: IpAddr,
+    pub domain: u32,
+    pub options: ExporterOptions,
+}
+
+/// Everything the decoder persists across restarts.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PersistedDecodeState {
+    pub version: u32,
+    pub templates: Vec<template::PersistedTemplate>,
+    pub exporters: Vec<PersistedExporter>,
+}
+
+/// A data set waiting for its template.
+struct Held {
+    key: TemplateKey,
+    export_ms: i64,
+    sys_uptime_ms: Option<u32>,
+    body: Vec<u8>,
+    at_ms: i64,
+}
+
+#[derive(Default)]
+struct Pending {
+    sets: VecDeque<Held>,
+    bytes: usize,
+}
+
+/// Decoder metrics (`nagare_decode_*`).
+pub struct DecodeMetrics {
+    pub datagrams: [Counter; 4], // v5, v9, ipfix, other
+    pub bytes: Counter,
+    pub records: [Counter; 3], // v5, v9, ipfix
+    pub records_fast: Counter,
+    pub records_reference: Counter,
+    pub records_walker: Counter,
+    pub errors: [Counter; 9],
+    pub template_misses: Counter,
+    pub held_sets: Counter,
+    pub held_decoded_records: Counter,
+    pub held_expired: Counter,
+    pub held_overflow: Counter,
+    pub held_now: Gauge,
+    pub templates_new: Counter,
+    pub templates_refreshed: Counter,
+    pub templates_replaced: Counter,
+    pub templates_withdrawn: Counter,
+    pub options_records: Counter,
+    pub unknown_enterprise_values: Counter,
+    pub per_exporter: BoundedLabels<ExporterId, ExporterCounters>,
+}
+
+impl DecodeMetrics {
+    fn new(max_labels: usize) -> Self {
+        Self {
+            datagrams: Default::default(),
+            bytes: Default::default(),
+            records: Default::default(),
+            records_fast: Default::default(),
+            records_reference: Default::default(),
+            records_walker: Default::default(),
+            errors: Default::default(),
+            template_misses: Default::default(),
+            held_sets: Default::default(),
+            held_decoded_records: Default::default(),
+            held_expired: Default::default(),
+            held_overflow: Default::default(),
+            held_now: Default::default(),
+            templates_new: Default::default(),
+            templates_refreshed: Default::default(),
+            templates_replaced: Default::default(),
+            templates_withdrawn: Default::default(),
+            options_records: Default::default(),
+            unknown_enterprise_values: Default::default(),
+            per_exporter: BoundedLabels::new(max_labels),
+        }
+    }
+
+    pub fn error_count(&self, e: DecodeError) -> u64 {
+        self.errors[e.index()].get()
+    }
+
+    pub fn total_errors(&self) -> u64 {
+        self.errors.iter().map(Counter::get).sum()
+    }
+
+    pub fn total_records(&self) -> u64 {
+        self.records.iter().map(Counter::get).sum()
+    }
+}
+
+/// Outcome of decoding one datagram: records were appended to the output even when
+/// `error` is set (everything before the fault, and every later set that could be read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeStatus {
+    pub records: usize,
+    pub error: Option<DecodeError>,
+}
+
+pub struct Decoder {
+    cfg: DecodeConfig,
+    pub templates: TemplateStore,
+    exporters: DashMap<ExporterId, Arc<ExporterState>>,
+    options_dirty: AtomicBool,
+    pending: Mutex<Pending>,
+    pending_len: AtomicUsize,
+    pub metrics: DecodeMetrics,
+}
+
+/// Facts of a v9/IPFIX message header that records need.
+#[derive(Clone, Copy)]
+struct Hdr {
+    version: u8,
+    export_ms: i64,
+    sys_uptime_ms: Option<u32>,
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+}
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Decoder {
+    pub fn new(cfg: DecodeConfig) -> Self {
+        let limits = TemplateLimits {
+            max_per_exporter: cfg.max_templates_per_exporter.max(1),
+            max_total: cfg.max_templates.max(1),
+            ttl_secs: cfg.template_ttl_secs.max(1),
+        };
+        let metrics = DecodeMetrics::new(cfg.max_exporter_labels);
+        Self {
+            cfg,
+            templates: TemplateStore::new(limits),
+            exporters: DashMap::new(),
+            options_dirty: AtomicBool::new(false),
+            pending: Mutex::new(Pending::default()),
+            pending_len: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    pub fn config(&self) -> &DecodeConfig {
+        &self.cfg
+    }
+
+    /// The state of `id`, created on first sight (up to `max_exporters`; past it a
+    /// detached state is used so that decoding still works, without being remembered).
+    pub fn exporter(&self, id: ExporterId) -> Arc<ExporterState> {
+        if let Some(s) = self.exporters.get(&id) {
+            return s.clone();
+        }
+        let state = Arc::new(ExporterState {
+            id,
+            options: RwLock::new(ExporterOptions::default()),
+            seq: Mutex::new(SeqState::default()),
+            counters: self.metrics.per_exporter.get(&id),
+        });
+        if self.exporters.len() >= self.cfg.max_exporters {
+            return state;
+        }
+        self.exporters.entry(id).or_insert(state).clone()
+    }
+
+    /// Interface name an exporter announced in options data.
+    pub fn interface_name(&self, id: ExporterId, ifindex: u32) -> Option<String> {
+        let s = self.exporters.get(&id)?;
+        let o = s.options.read().ok()?;
+        o.if_names.get(&ifindex).cloned()
+    }
+
+    /// All exporters seen, with their announced interface names.
+    pub fn exporter_interfaces(&self) -> Vec<(ExporterId, Vec<(u32, String)>)> {
+        self.exporters
+            .iter()
+            .map(|e| {
+                let names = e
+                    .options
+                    .read()
+                    .map(|o| o.if_names.iter().map(|(k, v)| (*k, v.clone())).collect())
+                    .unwrap_or_default();
+                (*e.key(), names)
+            })
+            .collect()
+    }
+
+    fn count_error(&self, e: DecodeError, c: Option<&ExporterCounters>) {
+        self.metrics.errors[e.index()].inc();
+        if let Some(c) = c {
+            c.errors.inc();
+        }
+    }
+
+    /// Decodes one datagram from `src`. `now_ms` (Unix ms) times held sets and template
+    /// freshness. Appends records to `out`.
+    pub fn decode(&self, src: IpAddr, now_ms: i64, payload: &[u8], out: &mut Vec<FlowRecord>) -> DecodeStatus {
+        let src = crate::model::canonical_ip(src);
+        self.metrics.bytes.add(payload.len() as u64);
+        let Some(version) = be16(payload, 0) else {
+            self.metrics.datagrams[3].inc();
+            self.count_error(DecodeError::Truncated, None);
+            return DecodeStatus {
+                records: 0,
+                error: Some(DecodeError::Truncated),
+            };
+        };
+        let status = match version {
+            5 => {
+                self.metrics.datagrams[0].inc();
+                self.decode_v5(src, payload, out)
+            }
+            9 => {
+                self.metrics.datagrams[1].inc();
+                self.decode_v9_ipfix(src, 9, now_ms, payload, out)
+            }
+            10 => {
+                self.metrics.datagrams[2].inc();
+                self.decode_v9_ipfix(src, 10, now_ms, payload, out)
+            }
+            _ => {
+                self.metrics.datagrams[3].inc();
+                self.count_error(DecodeError::UnsupportedVersion, None);
+                DecodeStatus {
+                    records: 0,
+                    error: Some(DecodeError::UnsupportedVersion),
+                }
+            }
+        };
+        status
+    }
+
+    fn decode_v5(&self, src: IpAddr, payload: &[u8], out: &mut Vec<FlowRecord>) -> DecodeStatus {
+        let before = out.len();
+        match reference::decode_v5(src, payload, out) {
+            Ok(info) => {
+                let n = out.len() - before;
+                let st = self.exporter(info.exporter);
+                st.counters.datagrams.inc();
+                st.counters.records.add(n as u64);
+                let lost = lock(&st.seq).observe(info.sequence, u32::from(info.count), true);
+                st.counters.lost_records.add(lost);
+                self.metrics.records[0].add(n as u64);
+                DecodeStatus {
+                    records: n,
+                    error: None,
+                }
+            }
+            Err(e) => {
+                self.count_error(e, None);
+                DecodeStatus {
+                    records: 0,
+                    error: Some(e),
+                }
+            }
+        }
+    }
+
+    fn decode_v9_ipfix(
+        &self,
+        src: IpAddr,
+        version: u8,
+        now_ms: i64,
+        payload: &[u8],
+        out: &mut Vec<FlowRecord>,
+    ) -> DecodeStatus {
+        let mut status = DecodeStatus::default();
+        // Header: v9 is 20 bytes, IPFIX 16.
+        let parsed = if version == 9 {
+            (|| {
+                let up = be32(payload, 4)?;
+                let secs = be32(payload, 8)?;
+                let seq = be32(payload, 12)?;
+                let domain = be32(payload, 16)?;
+                Some((
+                    Hdr {
+                        version,
+                        export_ms: i64::from(secs) * 1000,
+                        sys_uptime_ms: Some(up),
+                    },
+                    seq,
+                    domain,
+                    20usize,
+                    payload.len(),
+                ))
+            })()
+        } else {
+            (|| {
+                let len = usize::from(be16(payload, 2)?);
+                let secs = be32(payload, 4)?;
+                let seq = be32(payload, 8)?;
+                let domain = be32(payload, 12)?;
+                Some((
+                    Hdr {
+                        version,
+                        export_ms: i64::from(secs) * 1000,
+                        sys_uptime_ms: None,
+                    },
+                    seq,
+                    domain,
+                    16usize,
+                    len,
+                ))
+            })()
+        };
+        let Some((hdr, seq, domain, hlen, msg_len)) = parsed else {
+            self.count_error(DecodeError::Truncated, None);
+            status.error = Some(DecodeError::Truncated);
+            return status;
+        };
+        let exporter = ExporterId::new(src, domain);
+        let st = self.exporter(exporter);
+        let counters = st.counters.clone();
+        counters.datagrams.inc();
+        let mut end = payload.len();
+        if version == 10 && msg_len != payload.len() {
+            if msg_len < hlen || msg_len > payload.len() {
+                self.count_error(DecodeError::BadLength, Some(&counters));
+                status.error = Some(DecodeError::BadLength);
+            }
+            if msg_len >= hlen {
+                end = msg_len.min(payload.len());
+            }
+        }
+        let mut pos = hlen;
+        let mut data_records: u32 = 0;
+        let mut all_known = true;
+        let mut trecs = Vec::new();
+        while pos + 4 <= end {
+            let (Some(set_id), Some(set_len)) = (be16(payload, pos), be16(payload, pos + 2)) else {
+                break;
+            };
+            let set_len = usize::from(set_len);
+            if set_len < 4 || pos + set_len > end {
+                // A zero-filled tail (set id 0, length 0) is padding, not an error.
+                if set_id == 0 && set_len == 0 && payload[pos..end].iter().all(|&b| b == 0) {
+                    break;
+                }
+                self.count_error(DecodeError::BadSet, Some(&counters));
+                status.error.get_or_insert(DecodeError::BadSet);
+                all_known = false;
+                break;
+            }
+            let body = &payload[pos + 4..pos + set_len];
+            pos += set_len;
+            let is_template_set = match (version, set_id) {
+                (9, 0 | 1) | (10, 2 | 3) => Some(version),
+                // v9-style template sets inside IPFIX messages
+                (10, 0 | 1) => Some(9),
+                _ => None,
+            };
+            if let Some(fmt) = is_template_set {
+                trecs.clear();
+                let res = template::parse_template_set(body, set_id, fmt, src, domain, &mut trecs);
+                for tr in trecs.drain(..) {
+                    match tr {
+                        TemplateRecord::Define(mut t) => {
+                            if fmt != version {
+                                t = Template::new(
+                                    TemplateKey { version, ..t.key },
+                                    t.kind,
+                                    t.fields.to_vec(),
+                                );
+                            }
+                            let key = t.key;
+                            match self.templates.learn(t, now_ms / 1000) {
+                                Learned::New => self.metrics.templates_new.inc(),
+                                Learned::Refreshed => self.metrics.templates_refreshed.inc(),
+                                Learned::Replaced => self.metrics.templates_replaced.inc(),
+                                Learned::Rejected => {
+                                    self.count_error(DecodeError::TemplateRejected, Some(&counters));
+                                    status.error.get_or_insert(DecodeError::TemplateRejected);
+                                    continue;
+                                }
+                            }
+                            if self.pending_len.load(Ordering::Relaxed) > 0 {
+                                let n = self.release_held(&key, &st, out);
+                                status.records += n;
+                            }
+                        }
+                        TemplateRecord::Withdraw(id) => {
+                            let n = if id == 2 || id == 3 {
+                                self.templates.withdraw_all(src, version, domain, id == 3)
+                            } else {
+                                usize::from(self.templates.remove(&TemplateKey {
+                                    exporter: src,
+                                    version,
+                                    domain,
+                                    template_id: id,
+                                }))
+                            };
+                            self.metrics.templates_withdrawn.add(n as u64);
+                        }
+                    }
+                }
+                if let Err(e) = res {
+                    self.count_error(e, Some(&counters));
+                    status.error.get_or_insert(e);
+                }
+                continue;
+            }
+            if set_id < 256 {
+                continue; // reserved set ids: skipped per RFC 3954 / 7011
+            }
+            let key = TemplateKey {
+                exporter: src,
+                version,
+                domain,
+                template_id: set_id,
+            };
+            match self.templates.get(&key) {
+                Some(t) => match self.decode_set(&t, &st, hdr, body, out) {
+                    Ok(n) => {
+                        status.records += n;
+                        if t.kind == TemplateKind::Data {
+                            data_records = data_records.wrapping_add(n as u32);
+                        }
+                    }
+                    Err((n, e)) => {
+                        status.records += n;
+                        all_known = false;
+                        self.count_error(e, Some(&counters));
+                        status.error.get_or_insert(e);
+                    }
+                },
+                None => {
+                    all_known = false;
+                    self.metrics.template_misses.inc();
+                    counters.template_misses.inc();
+                    self.hold(key, hdr, body, now_ms);
+                }
+            }
+        }
+        if pos < end && pos + 4 > end && payload[pos..end].iter().any(|&b| b != 0) {
+            // A few stray bytes after the last set.
+            self.count_error(DecodeError::BadSet, Some(&counters));
+            status.error.get_or_insert(DecodeError::BadSet);
+        }
+        // Sequence numbers: v9 counts datagrams, IPFIX counts data records.
+        {
+            let mut sq = lock(&st.seq);
+            if version == 9 {
+                counters.lost_datagrams.add(sq.observe(seq, 1, true));
+            } else {
+                counters.lost_records.add(sq.observe(seq, data_records, all_known));
+            }
+        }
+        counters.records.add(status.records as u64);
+        self.metrics.records[if version == 9 { 1 } else { 2 }].add(status.records as u64);
+        status
+    }
+
+    /// Decodes one data set whose template is known. Err carries the records produced
+    /// before the fault.
+    fn decode_set(
+        &self,
+        t: &Template,
+        st: &ExporterState,
+        hdr: Hdr,
+        body: &[u8],
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<usize, (usize, DecodeError)> {
+        if let TemplateKind::Options { .. } = t.kind {
+            return self.decode_options(t, st, body);
+        }
+        let opts = match st.options.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let ctx = RecordCtx {
+            export_ms: hdr.export_ms,
+            sys_uptime_ms: hdr.sys_uptime_ms,
+            sys_init_ms: opts.sys_init_ms,
+            default_sampling: opts.default_sampling.unwrap_or(1),
+        };
+        let samplers = &opts.samplers;
+        let sampler_rate = |id: u32| samplers.get(&id).copied();
+        let base = FlowRecord::empty(st.id, hdr.version);
+        let res = match (&t.layout, self.cfg.mode) {
+            (Some(layout), DecodeMode::Auto) => {
+                let n = fast::decode_fixed(layout, body, &base, &ctx, &sampler_rate, out);
+                self.metrics.records_fast.add(n as u64);
+                Ok(n)
+            }
+            _ => self.decode_reference(t, body, &base, &ctx, &sampler_rate, out),
+        };
+        if t.unknown_enterprise > 0 {
+            let n = match res {
+                Ok(n) | Err((n, _)) => n,
+            };
+            self.metrics
+                .unknown_enterprise_values
+                .add(n as u64 * u64::from(t.unknown_enterprise));
+        }
+        res
+    }
+
+    /// netflow_parser first; whatever it leaves (or cannot parse) goes to the walker.
+    fn decode_reference(
+        &self,
+        t: &Template,
+        body: &[u8],
+        base: &FlowRecord,
+        ctx: &RecordCtx,
+        sampler_rate: &dyn Fn(u32) -> Option<u32>,
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<usize, (usize, DecodeError)> {
+        let (n_ref, consumed) =
+            reference::decode_data_set(t, body, base, ctx, sampler_rate, out).unwrap_or((0, 0));
+        self.metrics.records_reference.add(n_ref as u64);
+        let rest = body.get(consumed..).unwrap_or(&[]);
+        if rest.len() < t.min_record_len.max(1) || rest.iter().all(|&b| b == 0) {
+            return Ok(n_ref);
+        }
+        match fast::decode_walk(&t.fields, t.min_record_len, rest, 0, base, ctx, sampler_rate, out) {
+            Ok(n) => {
+                self.metrics.records_walker.add(n as u64);
+                Ok(n_ref + n)
+            }
+            Err(e) => Err((n_ref, e)),
+        }
+    }
+
+    fn decode_options(&self, t: &Template, st: &ExporterState, body: &[u8]) -> Result<usize, (usize, DecodeError)> {
+        let mut slices = Vec::with_capacity(t.fields.len());
+        let mut opts = match st.options.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut changed = false;
+        let res = fast::walk_records(&t.fields, body, t.min_record_len, &mut slices, |vals| {
+            let before = opts.clone();
+            options::apply_options_record(&mut opts, t, vals);
+            changed |= *opts != before;
+        });
+        if changed {
+            self.options_dirty.store(true, Ordering::Relaxed);
+        }
+        match res {
+            Ok(n) => {
+                self.metrics.options_records.add(n as u64);
+                Ok(0)
+            }
+            Err(e) => Err((0, e)),
+        }
+    }
+
+    fn hold(&self, key: TemplateKey, hdr: Hdr, body: &[u8], now_ms: i64) {
+        let mut p = lock(&self.pending);
+        self.expire_held_locked(&mut p, now_ms);
+        while !p.sets.is_empty()
+            && (p.sets.len() >= self.cfg.hold_max_sets || p.bytes + body.len() > self.cfg.hold_max_bytes)
+        {
+            if let Some(old) = p.sets.pop_front() {
+                p.bytes -= old.body.len();
+                self.metrics.held_overflow.inc();
+            }
+        }
+        if body.len() > self.cfg.hold_max_bytes || self.cfg.hold_max_sets == 0 {
+            self.metrics.held_overflow.inc();
+            return;
+        }
+        p.bytes += body.len();
+        p.sets.push_back(Held {
+            key,
+            export_ms: hdr.export_ms,
+            sys_uptime_ms: hdr.sys_uptime_ms,
+            body: body.to_vec(),
+            at_ms: now_ms,
+        });
+        self.metrics.held_sets.inc();
+        self.pending_len.store(p.sets.len(), Ordering::Relaxed);
+        self.metrics.held_now.set(p.sets.len() as u64);
+    }
+
+    fn expire_held_locked(&self, p: &mut Pending, now_ms: i64) {
+        let ttl_ms = self.cfg.hold_ttl_secs * 1000;
+        while let Some(front) = p.sets.front() {
+            if now_ms - front.at_ms <= ttl_ms {
+                break;
+            }
+            if let Some(old) = p.sets.pop_front() {
+                p.bytes -= old.body.len();
+                self.metrics.held_expired.inc();
+            }
+        }
+        self.pending_len.store(p.sets.len(), Ordering::Relaxed);
+        self.metrics.held_now.set(p.sets.len() as u64);
+    }
+
+    /// Drops held sets past their TTL (called periodically by the daemon).
+    pub fn expire_held(&self, now_ms: i64) {
+        let mut p = lock(&self.pending);
+        self.expire_held_locked(&mut p, now_ms);
+    }
+
+    /// Decodes the sets held for `key` now that its template is known.
+    fn release_held(&self, key: &TemplateKey, st: &ExporterState, out: &mut Vec<FlowRecord>) -> usize {
+        let Some(t) = self.templates.get(key) else {
+            return 0;
+        };
+        let mine: Vec<Held> = {
+            let mut p = lock(&self.pending);
+            let (mine, rest): (VecDeque<Held>, VecDeque<Held>) =
+                p.sets.drain(..).partition(|h| h.key == *key);
+            p.sets = rest;
+            p.bytes = p.sets.iter().map(|h| h.body.len()).sum();
+            self.pending_len.store(p.sets.len(), Ordering::Relaxed);
+            self.metrics.held_now.set(p.sets.len() as u64);
+            mine.into_iter().collect()
+        };
+        let mut total = 0;
+        for h in mine {
+            let hdr = Hdr {
+                version: key.version,
+                export_ms: h.export_ms,
+                sys_uptime_ms: h.sys_uptime_ms,
+            };
+            match self.decode_set(&t, st, hdr, &h.body, out) {
+                Ok(n) => total += n,
+                Err((n, e)) => {
+                    total += n;
+                    self.count_error(e, Some(&st.counters));
+                }
+            }
+        }
+        self.metrics.held_decoded_records.add(total as u64);
+        total
+    }
+
+    /// Whether templates or exporter options changed since the last call.
+    pub fn take_dirty(&self) -> bool {
+        let a = self.templates.take_dirty();
+        let b = self.options_dirty.swap(false, Ordering::Relaxed);
+        a || b
+    }
+
+    pub fn snapshot(&self) -> PersistedDecodeState {
+        let mut exporters: Vec<PersistedExporter> = self
+            .exporters
+            .iter()
+            .filter_map(|e| {
+                let o = e.options.read().ok()?;
+                (*o != ExporterOptions::default()).then(|| PersistedExporter {
+                    ip: e.id.ip,
+                    domain: e.id.domain,
+                    options: o.clone(),
+                })
+            })
+            .collect();
+        exporters.sort_by_key(|e| (e.ip, e.domain));
+        PersistedDecodeState {
+            version: 1,
+            templates: self.templates.snapshot(),
+            exporters,
+        }
+    }
+
+    /// Restores persisted state; returns (templates, exporters) restored.
+    pub fn restore(&self, s: PersistedDecodeState, now_ms: i64) -> (usize, usize) {
+        let nt = self.templates.restore(s.templates, now_ms / 1000);
+        let mut ne = 0;
+        for e in s.exporters {
+            let st = self.exporter(ExporterId::new(e.ip, e.domain));
+            if let Ok(mut o) = st.options.write() {
+                *o = e.options;
+                ne += 1;
+            }
+        }
+        (nt, ne)
+    }
+
+    pub fn render_metrics(&self, out: &mut Exposition) {
+        let m = &self.metrics;
+        out.header("nagare_decode_datagrams_total", "Datagrams received by the decoder, by version.", "counter");
+        for (i, v) in ["5", "9", "10", "other"].iter().enumerate() {
+            out.sample("nagare_decode_datagrams_total", &[("version", v)], m.datagrams[i].get() as f64);
+        }
+        out.counter("nagare_decode_bytes_total", "Datagram payload bytes received by the decoder.", m.bytes.get());
+        out.header("nagare_decode_records_total", "Flow records decoded, by version.", "counter");
+        for (i, v) in ["5", "9", "10"].iter().enumerate() {
+            out.sample("nagare_decode_records_total", &[("version", v)], m.records[i].get() as f64);
+        }
+        out.header("nagare_decode_path_records_total", "Data records by decoder path.", "counter");
+        out.sample("nagare_decode_path_records_total", &[("path", "fast")], m.records_fast.get() as f64);
+        out.sample("nagare_decode_path_records_total", &[("path", "reference")], m.records_reference.get() as f64);
+        out.sample("nagare_decode_path_records_total", &[("path", "walker")], m.records_walker.get() as f64);
+        out.header("nagare_decode_errors_total", "Decode errors by kind (the rest of the datagram is still decoded where possible).", "counter");
+        for e in DecodeError::ALL {
+            out.sample("nagare_decode_errors_total", &[("kind", e.kind())], m.error_count(e) as f64);
+        }
+        out.counter("nagare_decode_template_misses_total", "Data sets that arrived before their template.", m.template_misses.get());
+        out.counter("nagare_decode_held_sets_total", "Data sets held until their template arrives.", m.held_sets.get());
+        out.counter("nagare_decode_held_decoded_records_total", "Records decoded from held data sets once the template arrived.", m.held_decoded_records.get());
+        out.header("nagare_decode_held_dropped_total", "Held data sets dropped, by reason.", "counter");
+        out.sample("nagare_decode_held_dropped_total", &[("reason", "expired")], m.held_expired.get() as f64);
+        out.sample("nagare_decode_held_dropped_total", &[("reason", "overflow")], m.held_overflow.get() as f64);
+        out.gauge("nagare_decode_held_sets", "Data sets currently held for a template.", m.held_now.get() as f64);
+        out.gauge("nagare_decode_templates", "Templates currently known.", self.templates.len() as f64);
+        out.header("nagare_decode_templates_total", "Template records received, by outcome.", "counter");
+        for (k, v) in [
+            ("new", m.templates_new.get()),
+            ("refreshed", m.templates_refreshed.get()),
+            ("replaced", m.templates_replaced.get()),
+            ("withdrawn", m.templates_withdrawn.get()),
+            ("evicted", self.templates.evicted.get()),
+            ("expired", self.templates.expired.get()),
+        ] {
+            out.sample("nagare_decode_templates_total", &[("outcome", k)], v as f64);
+        }
+        out.counter("nagare_decode_options_records_total", "Options data records applied (sampling, interface names).", m.options_records.get());
+        out.counter("nagare_decode_unknown_enterprise_values_total", "Values of unknown enterprise elements skipped by length.", m.unknown_enterprise_values.get());
+        out.gauge("nagare_decode_exporters", "Exporters (IP + observation domain) known.", self.exporters.len() as f64);
+        let (per, other) = m.per_exporter.snapshot();
+        let mut per: Vec<(String, Arc<ExporterCounters>)> =
+            per.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        per.sort_by(|a, b| a.0.cmp(&b.0));
+        per.push(("other".to_string(), other));
+        type Get = fn(&ExporterCounters) -> u64;
+        let families: [(&str, &str, Get); 6] = [
+            ("nagare_decode_exporter_datagrams_total", "Datagrams per exporter.", |c| c.datagrams.get()),
+            ("nagare_decode_exporter_records_total", "Records per exporter.", |c| c.records.get()),
+            ("nagare_decode_exporter_errors_total", "Decode errors per exporter.", |c| c.errors.get()),
+            ("nagare_decode_exporter_template_misses_total", "Template misses per exporter.", |c| c.template_misses.get()),
+            ("nagare_decode_exporter_lost_records_total", "Records the exporter's sequence numbers say never arrived (v5, IPFIX).", |c| c.lost_records.get()),
+            ("nagare_decode_exporter_lost_datagrams_total", "Datagrams the exporter's sequence numbers say never arrived (v9).", |c| c.lost_datagrams.get()),
+        ];
+        for (name, help, get) in families {
+            out.header(name, help, "counter");
+            for (k, c) in &per {
+                out.sample(name, &[("exporter", k)], get(c) as f64);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_tracking() {
+        let mut s = SeqState::default();
+        assert_eq!(s.observe(100, 10, true), 0);
+        assert_eq!(s.observe(110, 10, true), 0);
+        assert_eq!(s.observe(125, 10, true), 5); // 120..125 missing
+        assert_eq!(s.observe(130, 10, true), 0); // reordered older one: ignored
+        assert_eq!(s.observe(135, 10, true), 0);
+        assert_eq!(s.observe(5_000_000, 10, true), 0); // restart
+        assert_eq!(s.observe(17, 1, false), 0);
+        assert_eq!(s.observe(99, 1, true), 0); // unknown advance: no expectation
+    }
+}

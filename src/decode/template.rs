@@ -1,0 +1,594 @@
+//! Templates: parsing template and options-template sets (v9 and IPFIX), compiling
+//! fixed-length data templates to field offsets for the fast path, and the bounded
+//! template store keyed by (exporter IP, version, observation domain, template id).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use super::DecodeError;
+use super::fields::{Slot, slot_for};
+
+/// Variable-length marker in a template field length (RFC 7011 section 7).
+pub const VARLEN: u16 = 0xffff;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TemplateKey {
+    pub exporter: IpAddr,
+    pub version: u8,
+    pub domain: u32,
+    pub template_id: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FieldSpec {
+    pub id: u16,
+    /// Private enterprise number; 0 for IANA / NetFlow v9 types.
+    pub pen: u32,
+    pub len: u16,
+    /// v9 options templates: a scope field (its `id` is a v9 scope type, not an IE).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scope: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TemplateKind {
+    Data,
+    Options { scope_count: u16 },
+}
+
+/// One field of a compiled fixed-length layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompiledField {
+    pub off: u16,
+    pub len: u16,
+    pub slot: Slot,
+}
+
+/// A fixed-length data template compiled to offsets: the fast path reads each record
+/// as `data[i*record_len ..][off .. off+len]` with no parsing and no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub record_len: usize,
+    /// Only the fields nagare uses (skipped ones are not listed).
+    pub fields: Box<[CompiledField]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub key: TemplateKey,
+    pub kind: TemplateKind,
+    pub fields: Box<[FieldSpec]>,
+    /// Set for fixed-length data templates.
+    pub layout: Option<Layout>,
+    /// Smallest possible record (variable-length fields count one length byte).
+    pub min_record_len: usize,
+    pub has_varlen: bool,
+    /// Unknown enterprise elements per record (skipped by length, counted).
+    pub unknown_enterprise: u16,
+}
+
+impl Template {
+    pub fn new(key: TemplateKey, kind: TemplateKind, fields: Vec<FieldSpec>) -> Self {
+        let has_varlen = fields.iter().any(|f| f.len == VARLEN);
+        let min_record_len = fields
+            .iter()
+            .map(|f| if f.len == VARLEN { 1 } else { usize::from(f.len) })
+            .sum();
+        let unknown_enterprise = fields
+            .iter()
+            .filter(|f| f.pen != 0 && slot_for(f.pen, f.id) == Slot::UnknownEnterprise)
+            .count() as u16;
+        let layout = if !has_varlen && kind == TemplateKind::Data {
+            let mut off = 0usize;
+            let mut compiled = Vec::new();
+            for f in &fields {
+                let slot = slot_for(f.pen, f.id);
+                if f.len > 0 && !matches!(slot, Slot::Skip | Slot::UnknownEnterprise) {
+                    compiled.push(CompiledField {
+                        off: off as u16,
+                        len: f.len,
+                        slot,
+                    });
+                }
+                off += usize::from(f.len);
+            }
+            Some(Layout {
+                record_len: off,
+                fields: compiled.into_boxed_slice(),
+            })
+        } else {
+            None
+        };
+        Self {
+            key,
+            kind,
+            fields: fields.into_boxed_slice(),
+            layout,
+            min_record_len,
+            has_varlen,
+            unknown_enterprise,
+        }
+    }
+
+    pub fn same_layout(&self, other: &Template) -> bool {
+        self.kind == other.kind && self.fields == other.fields
+    }
+}
+
+/// A template record as read from the wire, or a withdrawal.
+#[derive(Debug)]
+pub enum TemplateRecord {
+    Define(Template),
+    /// IPFIX template withdrawal (field count 0); id 2/3 withdraws all of that kind.
+    Withdraw(u16),
+}
+
+struct Rd<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Rd<'a> {
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let s = self
+            .b
+            .get(self.pos..self.pos + 2)
+            .ok_or(DecodeError::BadTemplate)?;
+        self.pos += 2;
+        Ok(u16::from_be_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let s = self
+            .b
+            .get(self.pos..self.pos + 4)
+            .ok_or(DecodeError::BadTemplate)?;
+        self.pos += 4;
+        Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn remaining(&self) -> usize {
+        self.b.len().saturating_sub(self.pos)
+    }
+}
+
+/// Upper bound on fields in one template (protects memory; real templates have < 100).
+pub const MAX_TEMPLATE_FIELDS: usize = 512;
+
+/// Parses the body of a template set (v9 flowset 0 / IPFIX set 2) or options template
+/// set (v9 flowset 1 / IPFIX set 3). Returns the records read before any error, and the
+/// error if the set ended inside a record.
+pub fn parse_template_set(
+    body: &[u8],
+    set_id: u16,
+    version: u8,
+    exporter: IpAddr,
+    domain: u32,
+    out: &mut Vec<TemplateRecord>,
+) -> Result<(), DecodeError> {
+    let options = matches!((version, set_id), (9, 1) | (10, 3));
+    let mut r = Rd { b: body, pos: 0 };
+    // Trailing padding is shorter than any record header.
+    while r.remaining() >= 4 {
+        let template_id = r.u16()?;
+        if version == 9 && template_id == 0 && r.b[r.pos..].iter().all(|&x| x == 0) {
+            break; // zero padding
+        }
+        let key = |id| TemplateKey {
+            exporter,
+            version,
+            domain,
+            template_id: id,
+        };
+        if version == 10 {
+            let field_count = r.u16()?;
+            if field_count == 0 {
+                out.push(TemplateRecord::Withdraw(template_id));
+                continue;
+            }
+            let scope_count = if options { r.u16()? } else { 0 };
+            if usize::from(field_count) > MAX_TEMPLATE_FIELDS
+                || template_id < 256
+                || (options && (scope_count == 0 || scope_count > field_count))
+            {
+                return Err(DecodeError::BadTemplate);
+            }
+            let mut fields = Vec::with_capacity(usize::from(field_count));
+            for _ in 0..field_count {
+                let raw = r.u16()?;
+                let len = r.u16()?;
+                let (id, pen) = if raw & 0x8000 != 0 {
+                    (raw & 0x7fff, r.u32()?)
+                } else {
+                    (raw, 0)
+                };
+                fields.push(FieldSpec {
+                    id,
+                    pen,
+                    len,
+                    scope: false,
+                });
+            }
+            let kind = if options {
+                TemplateKind::Options { scope_count }
+            } else {
+                TemplateKind::Data
+            };
+            out.push(TemplateRecord::Define(Template::new(
+                key(template_id),
+                kind,
+                fields,
+            )));
+        } else {
+            if options {
+                let scope_len = r.u16()?;
+                let opt_len = r.u16()?;
+                if scope_len % 4 != 0 || opt_len % 4 != 0 || template_id < 256 {
+                    return Err(DecodeError::BadTemplate);
+                }
+                let n_scope = usize::from(scope_len / 4);
+                let n_opt = usize::from(opt_len / 4);
+                if n_scope + n_opt > MAX_TEMPLATE_FIELDS || n_scope + n_opt == 0 {
+                    return Err(DecodeError::BadTemplate);
+                }
+                let mut fields = Vec::with_capacity(n_scope + n_opt);
+                for i in 0..n_scope + n_opt {
+                    let id = r.u16()?;
+                    let len = r.u16()?;
+                    fields.push(FieldSpec {
+                        id,
+                        pen: 0,
+                        len,
+                        scope: i < n_scope,
+                    });
+                }
+                out.push(TemplateRecord::Define(Template::new(
+                    key(template_id),
+                    TemplateKind::Options {
+                        scope_count: n_scope as u16,
+                    },
+                    fields,
+                )));
+            } else {
+                let field_count = r.u16()?;
+                if usize::from(field_count) > MAX_TEMPLATE_FIELDS
+                    || field_count == 0
+                    || template_id < 256
+                {
+                    return Err(DecodeError::BadTemplate);
+                }
+                let mut fields = Vec::with_capacity(usize::from(field_count));
+                for _ in 0..field_count {
+                    let id = r.u16()?;
+                    let len = r.u16()?;
+                    // v9 has no variable-length encoding; 0xffff would be a 64 KiB field.
+                    fields.push(FieldSpec {
+                        id,
+                        pen: 0,
+                        len,
+                        scope: false,
+                    });
+                }
+                out.push(TemplateRecord::Define(Template::new(
+                    key(template_id),
+                    TemplateKind::Data,
+                    fields,
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What happened when a template was offered to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    New,
+    Refreshed,
+    /// Same id, different layout: the old one is replaced.
+    Replaced,
+    /// Over the global limit: not stored.
+    Rejected,
+}
+
+struct Entry {
+    template: Arc<Template>,
+    /// Unix seconds of the last time the exporter sent (or we used) this template.
+    last_seen: AtomicI64,
+}
+
+/// Limits of the template store.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateLimits {
+    pub max_per_exporter: usize,
+    pub max_total: usize,
+    /// Templates not refreshed for this long are expired.
+    pub ttl_secs: i64,
+}
+
+/// The shared template store. Lookups are lock-free per shard of the map (dashmap);
+/// inserts take a write lock on one shard. Persisted by [`TemplateStore::snapshot`].
+pub struct TemplateStore {
+    map: DashMap<TemplateKey, Entry>,
+    per_exporter: DashMap<IpAddr, usize>,
+    limits: TemplateLimits,
+    dirty: AtomicBool,
+    pub evicted: crate::telemetry::Counter,
+    pub expired: crate::telemetry::Counter,
+}
+
+/// Persisted form of one template.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PersistedTemplate {
+    pub key: TemplateKey,
+    pub kind: TemplateKind,
+    pub fields: Vec<FieldSpec>,
+    pub last_seen: i64,
+}
+
+impl TemplateStore {
+    pub fn new(limits: TemplateLimits) -> Self {
+        Self {
+            map: DashMap::new(),
+            per_exporter: DashMap::new(),
+            limits,
+            dirty: AtomicBool::new(false),
+            evicted: Default::default(),
+            expired: Default::default(),
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, key: &TemplateKey) -> Option<Arc<Template>> {
+        self.map.get(key).map(|e| e.template.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Offers a template; `now` is Unix seconds.
+    pub fn learn(&self, t: Template, now: i64) -> Learned {
+        use dashmap::mapref::entry::Entry as DEntry;
+        let key = t.key;
+        match self.map.get(&key) {
+            Some(e) if e.template.same_layout(&t) => {
+                e.last_seen.store(now, Ordering::Relaxed);
+                return Learned::Refreshed;
+            }
+            Some(_) => {}
+            None => {
+                // New key: enforce the per-exporter bound by evicting that exporter's
+                // stalest template; past the global bound, refuse.
+                let count = self.per_exporter.get(&key.exporter).map_or(0, |c| *c);
+                if count >= self.limits.max_per_exporter {
+                    self.evict_oldest(|k| k.exporter == key.exporter);
+                } else if self.map.len() >= self.limits.max_total {
+                    return Learned::Rejected;
+                }
+            }
+        }
+        let t = Arc::new(t);
+        let outcome = match self.map.entry(key) {
+            DEntry::Occupied(mut o) => {
+                let e = o.get_mut();
+                let same = e.template.same_layout(&t);
+                e.template = t;
+                e.last_seen.store(now, Ordering::Relaxed);
+                if same {
+                    return Learned::Refreshed;
+                }
+                Learned::Replaced
+            }
+            DEntry::Vacant(v) => {
+                v.insert(Entry {
+                    template: t,
+                    last_seen: AtomicI64::new(now),
+                });
+                Learned::New
+            }
+        };
+        if outcome == Learned::New {
+            *self.per_exporter.entry(key.exporter).or_insert(0) += 1;
+        }
+        self.dirty.store(true, Ordering::Relaxed);
+        outcome
+    }
+
+    fn evict_oldest(&self, pred: impl Fn(&TemplateKey) -> bool) {
+        let victim = self
+            .map
+            .iter()
+            .filter(|e| pred(e.key()))
+            .min_by_key(|e| e.last_seen.load(Ordering::Relaxed))
+            .map(|e| *e.key());
+        if let Some(k) = victim {
+            self.remove(&k);
+            self.evicted.inc();
+        }
+    }
+
+    pub fn remove(&self, key: &TemplateKey) -> bool {
+        if self.map.remove(key).is_some() {
+            if let Some(mut c) = self.per_exporter.get_mut(&key.exporter) {
+                *c = c.saturating_sub(1);
+            }
+            self.per_exporter.remove_if(&key.exporter, |_, c| *c == 0);
+            self.dirty.store(true, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// IPFIX withdrawal of all templates of one kind from (exporter, domain).
+    pub fn withdraw_all(&self, exporter: IpAddr, version: u8, domain: u32, options: bool) -> usize {
+        let keys: Vec<TemplateKey> = self
+            .map
+            .iter()
+            .filter(|e| {
+                let k = e.key();
+                k.exporter == exporter
+                    && k.version == version
+                    && k.domain == domain
+                    && matches!(e.template.kind, TemplateKind::Options { .. }) == options
+            })
+            .map(|e| *e.key())
+            .collect();
+        keys.iter().filter(|k| self.remove(k)).count()
+    }
+
+    /// Expires templates not refreshed within the TTL. Returns how many went.
+    pub fn expire(&self, now: i64) -> usize {
+        let ttl = self.limits.ttl_secs;
+        let keys: Vec<TemplateKey> = self
+            .map
+            .iter()
+            .filter(|e| now - e.last_seen.load(Ordering::Relaxed) > ttl)
+            .map(|e| *e.key())
+            .collect();
+        let n = keys.iter().filter(|k| self.remove(k)).count();
+        self.expired.add(n as u64);
+        n
+    }
+
+    /// Returns whether anything changed since the last call (and clears the flag).
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> Vec<PersistedTemplate> {
+        let mut v: Vec<PersistedTemplate> = self
+            .map
+            .iter()
+            .map(|e| PersistedTemplate {
+                key: *e.key(),
+                kind: e.template.kind,
+                fields: e.template.fields.to_vec(),
+                last_seen: e.last_seen.load(Ordering::Relaxed),
+            })
+            .collect();
+        v.sort_by_key(|p| p.key);
+        v
+    }
+
+    /// Loads persisted templates (used at start-up, before any datagram).
+    pub fn restore(&self, items: Vec<PersistedTemplate>, now: i64) -> usize {
+        let mut n = 0;
+        for p in items {
+            if now - p.last_seen > self.limits.ttl_secs {
+                continue;
+            }
+            let t = Template::new(p.key, p.kind, p.fields);
+            if self.learn(t, p.last_seen) != Learned::Rejected {
+                n += 1;
+            }
+        }
+        self.dirty.store(false, Ordering::Relaxed);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip() -> IpAddr {
+        "192.0.2.1".parse().unwrap()
+    }
+
+    fn limits() -> TemplateLimits {
+        TemplateLimits {
+            max_per_exporter: 2,
+            max_total: 3,
+            ttl_secs: 100,
+        }
+    }
+
+    fn tpl(id: u16, lens: &[u16]) -> Template {
+        Template::new(
+            TemplateKey {
+                exporter: ip(),
+                version: 10,
+                domain: 0,
+                template_id: id,
+            },
+            TemplateKind::Data,
+            lens.iter()
+                .enumerate()
+                .map(|(i, &len)| FieldSpec {
+                    id: i as u16 + 1,
+                    pen: 0,
+                    len,
+                    scope: false,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn compiles_offsets_skipping_unused_and_zero_length() {
+        // ids 1 (bytes, 8), 2 (packets, 0 length), 3 (unused, 4), 4 (protocol, 1)
+        let t = tpl(256, &[8, 0, 4, 1]);
+        let l = t.layout.as_ref().unwrap();
+        assert_eq!(l.record_len, 13);
+        assert_eq!(
+            l.fields.iter().map(|f| (f.off, f.slot)).collect::<Vec<_>>(),
+            vec![(0, Slot::Bytes), (12, Slot::Protocol)]
+        );
+        assert!(tpl(257, &[8, VARLEN]).layout.is_none());
+    }
+
+    #[test]
+    fn store_replaces_refreshes_and_bounds() {
+        let s = TemplateStore::new(limits());
+        assert_eq!(s.learn(tpl(256, &[4]), 1), Learned::New);
+        assert_eq!(s.learn(tpl(256, &[4]), 2), Learned::Refreshed);
+        assert_eq!(s.learn(tpl(256, &[8]), 3), Learned::Replaced);
+        assert_eq!(s.learn(tpl(257, &[4]), 4), Learned::New);
+        // per-exporter cap 2: the stalest (256, last seen 3) is evicted
+        assert_eq!(s.learn(tpl(258, &[4]), 5), Learned::New);
+        assert_eq!(s.len(), 2);
+        assert!(s.get(&tpl(256, &[4]).key).is_none());
+        assert_eq!(s.evicted.get(), 1);
+        // expiry
+        assert_eq!(s.expire(105), 1); // 257 (4) is older than 100 s; 258 (5) is not
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn parses_ipfix_template_with_enterprise_field_and_withdrawal() {
+        let mut b = vec![];
+        b.extend_from_slice(&256u16.to_be_bytes());
+        b.extend_from_slice(&2u16.to_be_bytes());
+        b.extend_from_slice(&8u16.to_be_bytes());
+        b.extend_from_slice(&4u16.to_be_bytes());
+        b.extend_from_slice(&(0x8000u16 | 898).to_be_bytes());
+        b.extend_from_slice(&VARLEN.to_be_bytes());
+        b.extend_from_slice(&6876u32.to_be_bytes());
+        b.extend_from_slice(&300u16.to_be_bytes());
+        b.extend_from_slice(&0u16.to_be_bytes());
+        let mut out = vec![];
+        parse_template_set(&b, 2, 10, ip(), 7, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        match &out[0] {
+            TemplateRecord::Define(t) => {
+                assert_eq!(t.key.domain, 7);
+                assert_eq!(t.fields[1].pen, 6876);
+                assert_eq!(t.fields[1].id, 898);
+                assert!(t.has_varlen);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(out[1], TemplateRecord::Withdraw(300)));
+        // truncated inside a field
+        let mut out = vec![];
+        assert!(parse_template_set(&b[..10], 2, 10, ip(), 7, &mut out).is_err());
+    }
+}

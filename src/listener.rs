@@ -1,0 +1,402 @@
+//! UDP intake: SO_REUSEPORT sockets, each read by its own blocking thread with
+//! `recvmmsg` (up to 64 datagrams per system call). The thread decodes what it reads
+//! and hands the records to the pipeline sink in batches.
+//!
+//! SO_RCVBUF is set and read back (the kernel caps it at net.core.rmem_max, and a
+//! warning says so). The kernel's own drop counter for each socket is read from
+//! /proc/net/udp{,6} and exported, so no loss is invisible.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::decode::Decoder;
+use crate::model::FlowRecord;
+use crate::telemetry::{Counter, Exposition, Gauge};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start receive thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// `[listener]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// UDP addresses to receive NetFlow v5/v9 and IPFIX on; every socket accepts every version.
+    pub listen: Vec<SocketAddr>,
+    /// SO_REUSEPORT sockets (and receive threads) per address. The kernel hashes each
+    /// exporter to one socket, so more sockets spread many exporters over more cores.
+    pub sockets_per_address: usize,
+    /// Requested SO_RCVBUF in bytes. The kernel caps it at net.core.rmem_max
+    /// (see deploy/sysctl.d/90-nagare.conf).
+    pub receive_buffer_bytes: usize,
+    /// Records handed to the pipeline per batch.
+    pub batch_records: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "0.0.0.0:2055".parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 2055))),
+                "0.0.0.0:4739".parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 4739))),
+            ],
+            sockets_per_address: 1,
+            receive_buffer_bytes: 32 << 20,
+            batch_records: 1024,
+        }
+    }
+}
+
+/// Where decoded records go (enrichment and rollups in the daemon; a collector in tests).
+pub trait RecordSink: Send + Sync {
+    /// Takes the records of `batch` (leaving it empty, capacity kept).
+    fn ingest(&self, batch: &mut Vec<FlowRecord>);
+}
+
+/// Per-socket counters.
+#[derive(Default)]
+pub struct SocketMetrics {
+    pub datagrams: Counter,
+    pub bytes: Counter,
+    pub receive_errors: Counter,
+    pub truncated: Counter,
+    pub kernel_drops: Counter,
+    pub rcvbuf: Gauge,
+}
+
+pub struct BoundSocket {
+    pub addr: SocketAddr,
+    pub local: SocketAddr,
+    socket: Socket,
+    inode: u64,
+    pub metrics: Arc<SocketMetrics>,
+}
+
+/// Opens one SO_REUSEPORT UDP socket, sets SO_RCVBUF and reads it back.
+pub fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<BoundSocket, ListenerError> {
+    let err = |source| ListenerError::Bind { addr, source };
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    socket.set_reuse_port(true).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    if addr.is_ipv6() {
+        // Accept IPv4-mapped too when bound to [::].
+        let _ = socket.set_only_v6(false);
+    }
+    let _ = socket.set_recv_buffer_size(rcvbuf);
+    socket.set_read_timeout(Some(Duration::from_millis(200))).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    let local = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(addr);
+    // The kernel doubles the requested value for bookkeeping and caps it at rmem_max.
+    let got = socket.recv_buffer_size().unwrap_or(0);
+    if got < rcvbuf {
+        tracing::warn!(
+            addr = %local,
+            requested = rcvbuf,
+            granted = got,
+            "SO_RCVBUF capped by the kernel; raise net.core.rmem_max (see deploy/sysctl.d/90-nagare.conf) to avoid drops under bursts"
+        );
+    }
+    let inode = socket_inode(&socket);
+    let metrics = Arc::new(SocketMetrics::default());
+    metrics.rcvbuf.set(got as u64);
+    Ok(BoundSocket {
+        addr,
+        local,
+        socket,
+        inode,
+        metrics,
+    })
+}
+
+fn socket_inode(s: &Socket) -> u64 {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a valid, owned file descriptor into a zeroed stat buffer.
+    let rc = unsafe { libc::fstat(s.as_raw_fd(), &mut st) };
+    if rc == 0 { st.st_ino } else { 0 }
+}
+
+/// Reads the kernel's per-socket drop counters (last column of /proc/net/udp{,6},
+/// matched by inode).
+pub fn kernel_drops() -> std::collections::HashMap<u64, u64> {
+    let mut m = std::collections::HashMap::new();
+    for f in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() >= 13
+                && let (Ok(inode), Ok(drops)) = (cols[9].parse::<u64>(), cols[12].parse::<u64>())
+            {
+                m.insert(inode, drops);
+            }
+        }
+    }
+    m
+}
+
+const BATCH: usize = 64;
+const MAX_DGRAM: usize = 65_536;
+
+/// Buffers for `recvmmsg`, set up once per receive thread.
+struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    iov: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_storage>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl RecvBatch {
+    fn new(n: usize) -> Box<Self> {
+        let mut b = Box::new(Self {
+            bufs: (0..n).map(|_| vec![0u8; MAX_DGRAM]).collect(),
+            iov: Vec::with_capacity(n),
+            // SAFETY: sockaddr_storage and mmsghdr are plain C structs; all-zero is valid.
+            addrs: vec![unsafe { std::mem::zeroed() }; n],
+            hdrs: Vec::with_capacity(n),
+        });
+        for i in 0..n {
+            let base = b.bufs[i].as_mut_ptr();
+            b.iov.push(libc::iovec {
+                iov_base: base.cast(),
+                iov_len: MAX_DGRAM,
+            });
+        }
+        for i in 0..n {
+            // SAFETY: as above, an all-zero mmsghdr is valid; pointers are filled below.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_iov = &mut b.iov[i];
+            h.msg_hdr.msg_iovlen = 1;
+            b.hdrs.push(h);
+        }
+        b
+    }
+
+    /// Receives up to `n` datagrams (blocking for the first, up to SO_RCVTIMEO) and
+    /// reports (length, source, truncated) for each.
+    fn recv(&mut self, fd: i32, out: &mut Vec<(usize, Option<SocketAddr>, bool)>) -> std::io::Result<()> {
+        out.clear();
+        for h in self.hdrs.iter_mut() {
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at a buffer, iovec and address slot owned by this
+        // boxed struct, whose vectors are never resized after construction.
+        let got = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if got < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for (h, a) in self.hdrs.iter().zip(&self.addrs).take(got as usize) {
+            let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            out.push((h.msg_len as usize, sockaddr_to(a), truncated));
+        }
+        Ok(())
+    }
+}
+
+fn sockaddr_to(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(a.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in = unsafe { &*(a as *const _ as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 = unsafe { &*(a as *const _ as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(sin6.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+/// The running listener: sockets and their receive threads.
+pub struct Listener {
+    sockets: Vec<(SocketAddr, u64, Arc<SocketMetrics>)>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listener {
+    /// Binds every configured socket first (so a bad address fails before anything
+    /// runs), then starts one receive thread per socket.
+    pub fn start(
+        cfg: &ListenerConfig,
+        decoder: Arc<Decoder>,
+        sink: Arc<dyn RecordSink>,
+    ) -> Result<Self, ListenerError> {
+        let mut bound = Vec::new();
+        for addr in &cfg.listen {
+            let first = bind(*addr, cfg.receive_buffer_bytes)?;
+            // With port 0, the extra sockets must share the port the kernel picked.
+            let actual = first.local;
+            bound.push(first);
+            for _ in 1..cfg.sockets_per_address.max(1) {
+                bound.push(bind(actual, cfg.receive_buffer_bytes)?);
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut sockets = Vec::new();
+        let mut threads = Vec::new();
+        for (i, b) in bound.into_iter().enumerate() {
+            sockets.push((b.local, b.inode, b.metrics.clone()));
+            let decoder = decoder.clone();
+            let sink = sink.clone();
+            let stop = stop.clone();
+            let batch = cfg.batch_records.max(1);
+            let h = std::thread::Builder::new()
+                .name(format!("nagare-rx-{i}"))
+                .spawn(move || receive_loop(b, decoder, sink, stop, batch))
+                .map_err(ListenerError::Thread)?;
+            threads.push(h);
+        }
+        Ok(Self {
+            sockets,
+            threads: std::sync::Mutex::new(threads),
+            stop,
+        })
+    }
+
+    /// Local addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self.sockets.iter().map(|s| s.0).collect();
+        v.dedup();
+        v
+    }
+
+    /// Refreshes the kernel drop counters from /proc.
+    pub fn poll_kernel_drops(&self) {
+        let drops = kernel_drops();
+        for (_, inode, m) in &self.sockets {
+            if let Some(d) = drops.get(inode) {
+                m.kernel_drops.set_max(*d);
+            }
+        }
+    }
+
+    pub fn totals(&self) -> (u64, u64) {
+        let d = self.sockets.iter().map(|s| s.2.datagrams.get()).sum();
+        let k = self.sockets.iter().map(|s| s.2.kernel_drops.get()).sum();
+        (d, k)
+    }
+
+    /// Stops the receive threads and waits for them (they flush their last batch).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let threads = match self.threads.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    pub fn render_metrics(&self, out: &mut Exposition) {
+        type Get = fn(&SocketMetrics) -> u64;
+        let families: [(&str, &str, &str, Get); 6] = [
+            ("nagare_listener_datagrams_total", "Datagrams received.", "counter", |m| m.datagrams.get()),
+            ("nagare_listener_received_bytes_total", "UDP payload bytes received.", "counter", |m| m.bytes.get()),
+            ("nagare_listener_receive_errors_total", "Receive system call errors.", "counter", |m| m.receive_errors.get()),
+            ("nagare_listener_truncated_datagrams_total", "Datagrams larger than the receive buffer (truncated, counted as decode errors).", "counter", |m| m.truncated.get()),
+            ("nagare_listener_kernel_drops_total", "Datagrams the kernel dropped because the socket buffer was full (/proc/net/udp).", "counter", |m| m.kernel_drops.get()),
+            ("nagare_listener_receive_buffer_bytes", "SO_RCVBUF granted by the kernel.", "gauge", |m| m.rcvbuf.get()),
+        ];
+        for (name, help, kind, get) in families {
+            out.header(name, help, kind);
+            for (i, (addr, _, m)) in self.sockets.iter().enumerate() {
+                let a = addr.to_string();
+                let s = i.to_string();
+                out.sample(name, &[("address", &a), ("socket", &s)], get(m) as f64);
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn receive_loop(
+    b: BoundSocket,
+    decoder: Arc<Decoder>,
+    sink: Arc<dyn RecordSink>,
+    stop: Arc<AtomicBool>,
+    batch_records: usize,
+) {
+    let span = tracing::info_span!("listener", addr = %b.local);
+    let _g = span.enter();
+    tracing::debug!("receiving");
+    let fd = b.socket.as_raw_fd();
+    let mut rb = RecvBatch::new(BATCH);
+    let mut got = Vec::with_capacity(BATCH);
+    let mut records: Vec<FlowRecord> = Vec::with_capacity(batch_records + 64);
+    let m = &b.metrics;
+    while !stop.load(Ordering::Relaxed) {
+        match rb.recv(fd, &mut got) {
+            Ok(()) => {
+                let now = now_ms();
+                for (i, (len, src, truncated)) in got.iter().enumerate() {
+                    m.datagrams.inc();
+                    m.bytes.add(*len as u64);
+                    if *truncated {
+                        m.truncated.inc();
+                    }
+                    let Some(src) = src else { continue };
+                    let len = (*len).min(MAX_DGRAM);
+                    let _ = decoder.decode(src.ip(), now, &rb.bufs[i][..len], &mut records);
+                }
+                if records.len() >= batch_records || !records.is_empty() && got.len() < BATCH {
+                    sink.ingest(&mut records);
+                }
+            }
+            Err(e) => {
+                if !records.is_empty() {
+                    sink.ingest(&mut records);
+                }
+                match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted => {}
+                    _ => {
+                        m.receive_errors.inc();
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+    }
+    if !records.is_empty() {
+        sink.ingest(&mut records);
+    }
+}
