@@ -65,7 +65,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listener.listen.is_empty() {
-            return Err(ConfigError::Invalid("listener.listen is empty: nothing to receive on".into()));
+            return Err(ConfigError::Invalid(
+                "listener.listen is empty: nothing to receive on".into(),
+            ));
         }
         Ok(())
     }
@@ -97,7 +99,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_position() {
-        let e = Config::from_toml("state_dir = \"/tmp/x\"\n[listener]\nlisten = []\nbogus = 1\n").unwrap_err();
+        let e = Config::from_toml("state_dir = \"/tmp/x\"\n[listener]\nlisten = []\nbogus = 1\n")
+            .unwrap_err();
         assert!(e.starts_with("line 4, column 1:"), "{e}");
         assert!(e.contains("bogus"), "{e}");
     }

@@ -69,7 +69,11 @@ fn load_decoder_state(decoder: &Decoder, dir: &Path) {
     match serde_json::from_slice::<PersistedDecodeState>(&text) {
         Ok(state) => {
             let (t, e) = decoder.restore(state, now_ms());
-            tracing::info!(templates = t, exporters = e, "restored templates and exporter options");
+            tracing::info!(
+                templates = t,
+                exporters = e,
+                "restored templates and exporter options"
+            );
         }
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "saved templates are corrupt; ignoring them");
@@ -106,7 +110,11 @@ pub async fn run(
     load_decoder_state(&decoder, &state_dir);
 
     let pipeline = Arc::new(Pipeline::counting());
-    let listener = Arc::new(Listener::start(&cfg.listener, decoder.clone(), pipeline.clone())?);
+    let listener = Arc::new(Listener::start(
+        &cfg.listener,
+        decoder.clone(),
+        pipeline.clone(),
+    )?);
     let udp = listener.local_addrs();
 
     let metrics: Arc<dyn MetricsSource> = {
@@ -147,22 +155,28 @@ pub async fn run(
                     let dir = dir.clone();
                     let _ = tokio::task::spawn_blocking(move || save_decoder_state(&d, &dir)).await;
                 }
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     listener.poll_kernel_drops();
                 }
-                if n % 60 == 0 {
+                if n.is_multiple_of(60) {
                     let now = now_ms();
                     decoder.expire_held(now);
                     let gone = decoder.templates.expire(now / 1000);
                     if gone > 0 {
-                        tracing::info!(templates = gone, "expired templates not refreshed within the TTL");
+                        tracing::info!(
+                            templates = gone,
+                            "expired templates not refreshed within the TTL"
+                        );
                     }
                 }
             }
         })
     };
 
-    let bound = Bound { udp, http: http_addr };
+    let bound = Bound {
+        udp,
+        http: http_addr,
+    };
     tracing::info!(udp = ?bound.udp, http = %bound.http, state_dir = %state_dir.display(), "nagare is running");
     on_ready(&bound);
 

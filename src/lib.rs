@@ -8,13 +8,13 @@
 //! Every stage is a module with its own `XxxConfig` and `XxxError`; the binary in
 //! `src/main.rs` is a thin layer over this library.
 
+pub mod api;
+pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod generate;
 pub mod listener;
 pub mod model;
 pub mod pcap;
-pub mod telemetry;
-pub mod api;
-pub mod config;
-pub mod daemon;
 pub mod pipeline;
+pub mod telemetry;

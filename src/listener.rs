@@ -51,8 +51,12 @@ impl Default for ListenerConfig {
     fn default() -> Self {
         Self {
             listen: vec![
-                "0.0.0.0:2055".parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 2055))),
-                "0.0.0.0:4739".parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 4739))),
+                "0.0.0.0:2055"
+                    .parse()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 2055))),
+                "0.0.0.0:4739"
+                    .parse()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 4739))),
             ],
             sockets_per_address: 1,
             receive_buffer_bytes: 32 << 20,
@@ -89,7 +93,11 @@ pub struct BoundSocket {
 /// Opens one SO_REUSEPORT UDP socket, sets SO_RCVBUF and reads it back.
 pub fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<BoundSocket, ListenerError> {
     let err = |source| ListenerError::Bind { addr, source };
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     socket.set_reuse_port(true).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
@@ -98,7 +106,9 @@ pub fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<BoundSocket, ListenerErro
         let _ = socket.set_only_v6(false);
     }
     let _ = socket.set_recv_buffer_size(rcvbuf);
-    socket.set_read_timeout(Some(Duration::from_millis(200))).map_err(err)?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     let local = socket
         .local_addr()
@@ -139,7 +149,9 @@ fn socket_inode(s: &Socket) -> u64 {
 pub fn kernel_drops() -> std::collections::HashMap<u64, u64> {
     let mut m = std::collections::HashMap::new();
     for f in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() >= 13
@@ -192,7 +204,11 @@ impl RecvBatch {
 
     /// Receives up to `n` datagrams (blocking for the first, up to SO_RCVTIMEO) and
     /// reports (length, source, truncated) for each.
-    fn recv(&mut self, fd: i32, out: &mut Vec<(usize, Option<SocketAddr>, bool)>) -> std::io::Result<()> {
+    fn recv(
+        &mut self,
+        fd: i32,
+        out: &mut Vec<(usize, Option<SocketAddr>, bool)>,
+    ) -> std::io::Result<()> {
         out.clear();
         for h in self.hdrs.iter_mut() {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
@@ -231,9 +247,13 @@ fn sockaddr_to(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 = unsafe { &*(a as *const _ as *const libc::sockaddr_in6) };
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(a as *const _ as *const libc::sockaddr_in6) };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(sin6.sin6_port)))
+            Some(SocketAddr::new(
+                IpAddr::V6(ip),
+                u16::from_be(sin6.sin6_port),
+            ))
         }
         _ => None,
     }
@@ -324,12 +344,42 @@ impl Listener {
     pub fn render_metrics(&self, out: &mut Exposition) {
         type Get = fn(&SocketMetrics) -> u64;
         let families: [(&str, &str, &str, Get); 6] = [
-            ("nagare_listener_datagrams_total", "Datagrams received.", "counter", |m| m.datagrams.get()),
-            ("nagare_listener_received_bytes_total", "UDP payload bytes received.", "counter", |m| m.bytes.get()),
-            ("nagare_listener_receive_errors_total", "Receive system call errors.", "counter", |m| m.receive_errors.get()),
-            ("nagare_listener_truncated_datagrams_total", "Datagrams larger than the receive buffer (truncated, counted as decode errors).", "counter", |m| m.truncated.get()),
-            ("nagare_listener_kernel_drops_total", "Datagrams the kernel dropped because the socket buffer was full (/proc/net/udp).", "counter", |m| m.kernel_drops.get()),
-            ("nagare_listener_receive_buffer_bytes", "SO_RCVBUF granted by the kernel.", "gauge", |m| m.rcvbuf.get()),
+            (
+                "nagare_listener_datagrams_total",
+                "Datagrams received.",
+                "counter",
+                |m| m.datagrams.get(),
+            ),
+            (
+                "nagare_listener_received_bytes_total",
+                "UDP payload bytes received.",
+                "counter",
+                |m| m.bytes.get(),
+            ),
+            (
+                "nagare_listener_receive_errors_total",
+                "Receive system call errors.",
+                "counter",
+                |m| m.receive_errors.get(),
+            ),
+            (
+                "nagare_listener_truncated_datagrams_total",
+                "Datagrams larger than the receive buffer (truncated, counted as decode errors).",
+                "counter",
+                |m| m.truncated.get(),
+            ),
+            (
+                "nagare_listener_kernel_drops_total",
+                "Datagrams the kernel dropped because the socket buffer was full (/proc/net/udp).",
+                "counter",
+                |m| m.kernel_drops.get(),
+            ),
+            (
+                "nagare_listener_receive_buffer_bytes",
+                "SO_RCVBUF granted by the kernel.",
+                "gauge",
+                |m| m.rcvbuf.get(),
+            ),
         ];
         for (name, help, kind, get) in families {
             out.header(name, help, kind);
@@ -387,7 +437,9 @@ fn receive_loop(
                     sink.ingest(&mut records);
                 }
                 match e.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted => {}
+                    std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::Interrupted => {}
                     _ => {
                         m.receive_errors.inc();
                         std::thread::sleep(Duration::from_millis(10));

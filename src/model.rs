@@ -202,9 +202,21 @@ impl FlowRecord {
                 } else {
                     self.protocol
                 };
-                (s, self.vmware.tenant_src_port, d, self.vmware.tenant_dst_port, proto)
+                (
+                    s,
+                    self.vmware.tenant_src_port,
+                    d,
+                    self.vmware.tenant_dst_port,
+                    proto,
+                )
             }
-            _ => (self.src, self.src_port, self.dst, self.dst_port, self.protocol),
+            _ => (
+                self.src,
+                self.src_port,
+                self.dst,
+                self.dst_port,
+                self.protocol,
+            ),
         }
     }
 }

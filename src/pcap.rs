@@ -85,7 +85,11 @@ pub fn parse(data: &[u8]) -> Result<(Vec<UdpDatagram>, PcapStats), PcapError> {
                     .get(pos + 16..pos + 16 + incl)
                     .ok_or(PcapError::Truncated(pos))?;
                 let ts = i64::from(sec) * 1_000_000_000
-                    + if nanos { i64::from(frac) } else { i64::from(frac) * 1000 };
+                    + if nanos {
+                        i64::from(frac)
+                    } else {
+                        i64::from(frac) * 1000
+                    };
                 ex.frame(link, ts, frame)?;
                 pos += 16 + incl;
             }
@@ -163,12 +167,15 @@ fn parse_pcapng(data: &[u8], ex: &mut Extractor) -> Result<(), PcapError> {
     Ok(())
 }
 
+/// Fragments of one datagram: pieces by offset, total length once known, protocol.
+type FragState = (Vec<(usize, Vec<u8>)>, Option<usize>, u8);
+
 #[derive(Default)]
 struct Extractor {
     out: Vec<UdpDatagram>,
     stats: PcapStats,
     /// Fragments being reassembled: (src, dst, id) -> (pieces by offset, total length).
-    frags: HashMap<(IpAddr, IpAddr, u32), (Vec<(usize, Vec<u8>)>, Option<usize>, u8)>,
+    frags: HashMap<(IpAddr, IpAddr, u32), FragState>,
 }
 
 impl Extractor {
@@ -252,17 +259,23 @@ impl Extractor {
         loop {
             match next {
                 0 | 43 | 60 => {
-                    let (Some(&nh), Some(&len)) = (p.get(off), p.get(off + 1)) else { return };
+                    let (Some(&nh), Some(&len)) = (p.get(off), p.get(off + 1)) else {
+                        return;
+                    };
                     next = nh;
                     off += (usize::from(len) + 1) * 8;
                 }
                 44 => {
-                    let (Some(&nh), Some(fo)) = (p.get(off), rd16(p, off + 2, false)) else { return };
+                    let (Some(&nh), Some(fo)) = (p.get(off), rd16(p, off + 2, false)) else {
+                        return;
+                    };
                     let id = rd32(p, off + 4, false).unwrap_or(0);
                     let frag_off = usize::from(fo & 0xfff8);
                     let more = fo & 1 != 0;
                     let payload = p.get(off + 8..end).unwrap_or(&[]);
-                    if let Some(whole) = self.reassemble((src, dst, id), frag_off, more, payload, nh) {
+                    if let Some(whole) =
+                        self.reassemble((src, dst, id), frag_off, more, payload, nh)
+                    {
                         self.l4(ts, src, dst, nh, &whole);
                     }
                     return;
@@ -282,7 +295,10 @@ impl Extractor {
         payload: &[u8],
         proto: u8,
     ) -> Option<Vec<u8>> {
-        let e = self.frags.entry(key).or_insert_with(|| (Vec::new(), None, proto));
+        let e = self
+            .frags
+            .entry(key)
+            .or_insert_with(|| (Vec::new(), None, proto));
         e.0.push((offset, payload.to_vec()));
         if !more {
             e.1 = Some(offset + payload.len());
@@ -319,7 +335,11 @@ impl Extractor {
         let sport = rd16(p, 0, false).unwrap_or(0);
         let dport = rd16(p, 2, false).unwrap_or(0);
         let ulen = usize::from(rd16(p, 4, false).unwrap_or(0));
-        let end = if ulen >= 8 { ulen.min(p.len()) } else { p.len() };
+        let end = if ulen >= 8 {
+            ulen.min(p.len())
+        } else {
+            p.len()
+        };
         self.stats.udp += 1;
         self.out.push(UdpDatagram {
             ts_ns: ts,
@@ -435,7 +455,11 @@ mod tests {
     #[test]
     fn ipv4_fragments_are_reassembled() {
         let payload: Vec<u8> = (0..100u8).collect();
-        let frame = build_frame("10.0.0.1:1000".parse().unwrap(), "10.0.0.2:2055".parse().unwrap(), &payload);
+        let frame = build_frame(
+            "10.0.0.1:1000".parse().unwrap(),
+            "10.0.0.2:2055".parse().unwrap(),
+            &payload,
+        );
         let ip = &frame[14..];
         let udp = &ip[20..];
         // split the UDP datagram in two fragments of 64 and the rest
@@ -461,7 +485,10 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!(parse(&[1, 2, 3, 4, 5]), Err(PcapError::BadMagic(_))));
+        assert!(matches!(
+            parse(&[1, 2, 3, 4, 5]),
+            Err(PcapError::BadMagic(_))
+        ));
         assert!(parse(&[]).is_err());
     }
 }

@@ -13,9 +13,12 @@ pub struct PipelineMetrics {
     pub packets: Counter,
 }
 
+/// The stage after counting (enrichment and rollups in the daemon).
+pub type NextStage = Box<dyn Fn(&mut Vec<FlowRecord>) + Send + Sync>;
+
 pub struct Pipeline {
     pub metrics: PipelineMetrics,
-    next: Option<Box<dyn Fn(&mut Vec<FlowRecord>) + Send + Sync>>,
+    next: Option<NextStage>,
 }
 
 impl Pipeline {
@@ -27,7 +30,7 @@ impl Pipeline {
         }
     }
 
-    pub fn with_next(next: Box<dyn Fn(&mut Vec<FlowRecord>) + Send + Sync>) -> Self {
+    pub fn with_next(next: NextStage) -> Self {
         Self {
             metrics: PipelineMetrics::default(),
             next: Some(next),
@@ -59,7 +62,9 @@ impl RecordSink for Pipeline {
         let mut packets = 0u64;
         for r in batch.iter() {
             bytes = bytes.wrapping_add(r.bytes).wrapping_add(r.reverse_bytes);
-            packets = packets.wrapping_add(r.packets).wrapping_add(r.reverse_packets);
+            packets = packets
+                .wrapping_add(r.packets)
+                .wrapping_add(r.reverse_packets);
         }
         self.metrics.records.add(batch.len() as u64);
         self.metrics.bytes.add(bytes);

@@ -56,7 +56,9 @@ impl Gauge {
     pub fn sub(&self, v: u64) {
         let _ = self
             .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| Some(x.saturating_sub(v)));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                Some(x.saturating_sub(v))
+            });
     }
 }
 
@@ -184,8 +186,11 @@ impl Exposition {
 /// set stays bounded whatever the input.
 pub struct BoundedLabels<K: Eq + Hash + Clone, V: Default> {
     cap: usize,
-    inner: Mutex<(HashMap<K, std::sync::Arc<V>>, std::sync::Arc<V>)>,
+    /// (labelled slots, the shared `other` slot)
+    inner: Mutex<LabelSlots<K, V>>,
 }
+
+type LabelSlots<K, V> = (HashMap<K, std::sync::Arc<V>>, std::sync::Arc<V>);
 
 impl<K: Eq + Hash + Clone, V: Default> BoundedLabels<K, V> {
     pub fn new(cap: usize) -> Self {
@@ -227,7 +232,8 @@ impl<K: Eq + Hash + Clone, V: Default> BoundedLabels<K, V> {
 /// Installs the global tracing subscriber (RUST_LOG style filter, default `info`).
 pub fn init_tracing(default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -10,7 +10,11 @@ fn records(n: usize) -> Vec<GenRecord> {
     (0..n)
         .map(|i| GenRecord {
             src: format!("10.0.{}.{}", i / 250, i % 250 + 1).parse().unwrap(),
-            dst: if i % 3 == 0 { "2001:db8::9".parse().unwrap() } else { "192.0.2.7".parse().unwrap() },
+            dst: if i % 3 == 0 {
+                "2001:db8::9".parse().unwrap()
+            } else {
+                "192.0.2.7".parse().unwrap()
+            },
             src_port: 1024 + i as u16,
             dst_port: 443,
             protocol: 6,
@@ -54,5 +58,8 @@ fn generated_datagrams_survive_truncation_and_mutation() {
     }
     let stats = robust::hammer(&corpus, 0x5eed);
     assert!(stats.variants > 5_000, "{stats:?}");
-    assert!(stats.errors_returned > 0, "mutations should produce errors: {stats:?}");
+    assert!(
+        stats.errors_returned > 0,
+        "mutations should produce errors: {stats:?}"
+    );
 }

@@ -44,7 +44,11 @@ fn raw_totals(records: &[FlowRecord]) -> Totals {
     let mut t = Totals::default();
     for r in records {
         let s = u64::from(r.sampling_rate.max(1));
-        assert_eq!(r.bytes % s, 0, "sampled bytes must be a multiple of the rate");
+        assert_eq!(
+            r.bytes % s,
+            0,
+            "sampled bytes must be a multiple of the rate"
+        );
         t.records += 1;
         t.bytes += (r.bytes + r.reverse_bytes) / s;
         t.packets += (r.packets + r.reverse_packets) / s;
@@ -57,10 +61,13 @@ fn raw_totals(records: &[FlowRecord]) -> Totals {
 /// is written here.
 fn tshark_cannot(name: &str) -> Option<&'static str> {
     let n = name.to_ascii_lowercase();
-    if n.contains("invalid 01") || n.contains("invalid-01") || n.contains("netflow9_test_invalid01") {
+    if n.contains("invalid 01") || n.contains("invalid-01") || n.contains("netflow9_test_invalid01")
+    {
         Some("tshark stops after the header's record count (2) although three more flowsets follow")
     } else if n.contains("h3c") && !n.contains("varstring") {
-        Some("tshark refuses the H3C template's 2-byte field in an IPv4 element and stops at the first record")
+        Some(
+            "tshark refuses the H3C template's 2-byte field in an IPv4 element and stops at the first record",
+        )
     } else {
         None
     }
@@ -84,7 +91,10 @@ impl Report {
         if expects_errors(name) {
             // The v5 header's record count disagrees with the datagram length: nagare
             // refuses the datagram (counted) instead of guessing which records are real.
-            let line = format!("{name}: refused as expected, {} records, {} errors", mine.records, got.errors);
+            let line = format!(
+                "{name}: refused as expected, {} records, {} errors",
+                mine.records, got.errors
+            );
             if got.errors == 0 || mine.records != 0 {
                 self.failures.push(format!("EXPECTED A REFUSAL {line}"));
             }
@@ -114,7 +124,14 @@ impl Report {
         };
         let line = format!(
             "{name}: nagare {}/{}/{} vs {} {}/{}/{} (records/bytes/packets), errors {}",
-            mine.records, mine.bytes, mine.packets, which, oracle.records, oracle.bytes, oracle.packets, got.errors
+            mine.records,
+            mine.bytes,
+            mine.packets,
+            which,
+            oracle.records,
+            oracle.bytes,
+            oracle.packets,
+            got.errors
         );
         if mine != oracle {
             self.failures.push(format!("MISMATCH {line}"));
@@ -138,7 +155,8 @@ impl Report {
 fn beats_dat_sequences_match_tshark() {
     let shared = shared_dir();
     let caps = shared.join("captures");
-    let yaml = std::fs::read_to_string(caps.join("beats-golden/dat_tests.yaml")).expect("dat_tests.yaml");
+    let yaml =
+        std::fs::read_to_string(caps.join("beats-golden/dat_tests.yaml")).expect("dat_tests.yaml");
     let seqs = beats_sequences(&yaml);
     assert!(seqs.len() >= 40, "parsed only {} sequences", seqs.len());
     let dat = caps.join("logstash-codec-netflow");
@@ -168,7 +186,10 @@ fn beats_dat_sequences_match_tshark() {
     }
     for (key, mut files) in groups {
         files.sort_by_key(|f| (!f.contains("tpl"), f.clone()));
-        r.check(&format!("{key} ({})", files.join(", ")), &dat_datagrams(&dat, &files));
+        r.check(
+            &format!("{key} ({})", files.join(", ")),
+            &dat_datagrams(&dat, &files),
+        );
     }
     r.finish();
 }
@@ -188,7 +209,11 @@ fn derived_and_pmacct_pcaps_match_tshark() {
     let caps = shared_dir().join("captures");
     let mut r = Report::default();
     for p in pcaps_in(&caps.join("derived-pcaps")) {
-        let name = p.file_name().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let name = p
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         r.check(&name, &read_pcap(&p));
     }
     let mut dirs: Vec<_> = std::fs::read_dir(caps.join("pmacct-tests"))
@@ -205,7 +230,10 @@ fn derived_and_pmacct_pcaps_match_tshark() {
                 continue;
             }
             n += 1;
-            r.check(&format!("pmacct {}", p.strip_prefix(&caps).unwrap_or(&p).display()), &dgs);
+            r.check(
+                &format!("pmacct {}", p.strip_prefix(&caps).unwrap_or(&p).display()),
+                &dgs,
+            );
         }
     }
     assert!(n >= 10, "expected the pmacct traffic captures, found {n}");
@@ -227,25 +255,41 @@ fn akvorado_pcaps_match_tshark_in_both_orders() {
     let mut paired = std::collections::BTreeSet::new();
     let stems: Vec<&str> = files
         .iter()
-        .filter_map(|f| f.strip_suffix("-template.pcap").or_else(|| f.strip_suffix("-templates.pcap")))
+        .filter_map(|f| {
+            f.strip_suffix("-template.pcap")
+                .or_else(|| f.strip_suffix("-templates.pcap"))
+        })
         .collect();
     for f in &files {
         let stem = if f == "template.pcap" {
             Some("") // template.pcap + data.pcap
         } else {
-            f.strip_suffix("-template.pcap").or_else(|| f.strip_suffix("-templates.pcap"))
+            f.strip_suffix("-template.pcap")
+                .or_else(|| f.strip_suffix("-templates.pcap"))
         };
         // multiplesamplingrates-options-template.pcap belongs to multiplesamplingrates
-        let stem = stem.filter(|s| !stems.iter().any(|o| !o.is_empty() && o.len() < s.len() && s.starts_with(&format!("{o}-"))));
+        let stem = stem.filter(|s| {
+            !stems
+                .iter()
+                .any(|o| !o.is_empty() && o.len() < s.len() && s.starts_with(&format!("{o}-")))
+        });
         if let Some(stem) = stem {
             // every file of the family: templates (data and options) first, then data
             let mut family: Vec<&String> = if stem.is_empty() {
-                files.iter().filter(|g| *g == "template.pcap" || *g == "data.pcap").collect()
+                files
+                    .iter()
+                    .filter(|g| *g == "template.pcap" || *g == "data.pcap")
+                    .collect()
             } else {
-                files.iter().filter(|g| g.starts_with(&format!("{stem}-"))).collect()
+                files
+                    .iter()
+                    .filter(|g| g.starts_with(&format!("{stem}-")))
+                    .collect()
             };
             family.sort_by_key(|g| {
-                let rank = if g.ends_with("template.pcap") && !g.contains("options") || g.ends_with("-templates.pcap") {
+                let rank = if g.ends_with("template.pcap") && !g.contains("options")
+                    || g.ends_with("-templates.pcap")
+                {
                     0
                 } else if g.contains("options-template") {
                     1
@@ -276,8 +320,12 @@ fn akvorado_pcaps_match_tshark_in_both_orders() {
                 "akvorado {} data-first: {}/{}/{} (held then decoded {})",
                 stem, mine.records, mine.bytes, mine.packets, got.held_decoded
             );
-            if mine != expected || (expected.records > 0 && got.held_decoded == 0) || got.held_pending != 0 {
-                r.failures.push(format!("DATA-FIRST {line}, expected {expected:?}"));
+            if mine != expected
+                || (expected.records > 0 && got.held_decoded == 0)
+                || got.held_pending != 0
+            {
+                r.failures
+                    .push(format!("DATA-FIRST {line}, expected {expected:?}"));
             }
             r.lines.push(line);
         }
@@ -298,8 +346,10 @@ fn akvorado_pcaps_match_tshark_in_both_orders() {
 fn vmware_vds_matches_beats_golden() {
     let caps = shared_dir().join("captures");
     let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(caps.join("beats-golden/IPFIX-VMware-virtual-distributed-switch.golden.json"))
-            .expect("golden"),
+        &std::fs::read_to_string(
+            caps.join("beats-golden/IPFIX-VMware-virtual-distributed-switch.golden.json"),
+        )
+        .expect("golden"),
     )
     .expect("golden json");
     let yaml = std::fs::read_to_string(caps.join("beats-golden/dat_tests.yaml")).expect("yaml");
@@ -309,37 +359,77 @@ fn vmware_vds_matches_beats_golden() {
         .find(|(n, _)| n == "IPFIX VMware virtual distributed switch")
         .expect("VDS sequence");
     for mode in [DecodeMode::Auto, DecodeMode::Reference] {
-        let got = decode_all(&dat_datagrams(&caps.join("logstash-codec-netflow"), files), mode);
+        let got = decode_all(
+            &dat_datagrams(&caps.join("logstash-codec-netflow"), files),
+            mode,
+        );
         let events = golden["events"].as_array().expect("events");
         assert_eq!(got.records.len(), events.len());
         assert_eq!(got.errors, 0);
         for (r, e) in got.records.iter().zip(events) {
             let n = &e["Fields"]["netflow"];
-            let src = n["source_ipv4_address"].as_str().or(n["source_ipv6_address"].as_str()).expect("src");
+            let src = n["source_ipv4_address"]
+                .as_str()
+                .or(n["source_ipv6_address"].as_str())
+                .expect("src");
             let dst = n["destination_ipv4_address"]
                 .as_str()
                 .or(n["destination_ipv6_address"].as_str())
                 .expect("dst");
             assert_eq!(r.src.to_string(), src);
             assert_eq!(r.dst.to_string(), dst);
-            assert_eq!(u64::from(r.src_port), n["source_transport_port"].as_u64().expect("sport"));
-            assert_eq!(u64::from(r.dst_port), n["destination_transport_port"].as_u64().expect("dport"));
-            assert_eq!(u64::from(r.protocol), n["protocol_identifier"].as_u64().expect("proto"));
+            assert_eq!(
+                u64::from(r.src_port),
+                n["source_transport_port"].as_u64().expect("sport")
+            );
+            assert_eq!(
+                u64::from(r.dst_port),
+                n["destination_transport_port"].as_u64().expect("dport")
+            );
+            assert_eq!(
+                u64::from(r.protocol),
+                n["protocol_identifier"].as_u64().expect("proto")
+            );
             assert_eq!(r.bytes, n["octet_delta_count"].as_u64().expect("bytes"));
-            assert_eq!(r.packets, n["packet_delta_count"].as_u64().expect("packets"));
-            assert_eq!(u64::from(r.in_if), n["ingress_interface"].as_u64().expect("in"));
-            assert_eq!(u64::from(r.out_if), n["egress_interface"].as_u64().expect("out"));
-            assert_eq!(u64::from(r.direction), n["flow_direction"].as_u64().expect("dir"));
-            assert_eq!(u64::from(r.tcp_flags), n["tcp_control_bits"].as_u64().expect("flags"));
-            assert_eq!(u64::from(r.flow_end_reason), n["flow_end_reason"].as_u64().expect("end reason"));
-            assert_eq!(r.layer2_segment_id, n["layer2_segment_id"].as_u64().expect("l2 segment"));
+            assert_eq!(
+                r.packets,
+                n["packet_delta_count"].as_u64().expect("packets")
+            );
+            assert_eq!(
+                u64::from(r.in_if),
+                n["ingress_interface"].as_u64().expect("in")
+            );
+            assert_eq!(
+                u64::from(r.out_if),
+                n["egress_interface"].as_u64().expect("out")
+            );
+            assert_eq!(
+                u64::from(r.direction),
+                n["flow_direction"].as_u64().expect("dir")
+            );
+            assert_eq!(
+                u64::from(r.tcp_flags),
+                n["tcp_control_bits"].as_u64().expect("flags")
+            );
+            assert_eq!(
+                u64::from(r.flow_end_reason),
+                n["flow_end_reason"].as_u64().expect("end reason")
+            );
+            assert_eq!(
+                r.layer2_segment_id,
+                n["layer2_segment_id"].as_u64().expect("l2 segment")
+            );
             assert_eq!(
                 u64::from(r.vmware.ingress_attr),
-                n["vmware_ingress_interface_attr"].as_u64().expect("ingress attr")
+                n["vmware_ingress_interface_attr"]
+                    .as_u64()
+                    .expect("ingress attr")
             );
             assert_eq!(
                 u64::from(r.vmware.egress_attr),
-                n["vmware_egress_interface_attr"].as_u64().expect("egress attr")
+                n["vmware_egress_interface_attr"]
+                    .as_u64()
+                    .expect("egress attr")
             );
             assert_eq!(
                 u64::from(r.vmware.vxlan_export_role),
@@ -393,7 +483,9 @@ fn every_capture_survives_truncation_and_mutation() {
 #[test]
 fn sampling_rates_from_options_are_applied() {
     let dir = shared_dir().join("captures/akvorado-testdata/netflow");
-    let seq = |files: &[&str]| -> Vec<UdpDatagram> { files.iter().flat_map(|f| read_pcap(&dir.join(f))).collect() };
+    let seq = |files: &[&str]| -> Vec<UdpDatagram> {
+        files.iter().flat_map(|f| read_pcap(&dir.join(f))).collect()
+    };
     let rates = |dgs: &[UdpDatagram]| -> BTreeMap<u32, usize> {
         let mut m = BTreeMap::new();
         for r in decode_all(dgs, DecodeMode::Auto).records {
@@ -401,7 +493,13 @@ fn sampling_rates_from_options_are_applied() {
         }
         m
     };
-    assert_eq!(rates(&seq(&["samplingrate-template.pcap", "samplingrate-data.pcap"])), BTreeMap::from([(2048, 6)]));
+    assert_eq!(
+        rates(&seq(&[
+            "samplingrate-template.pcap",
+            "samplingrate-data.pcap"
+        ])),
+        BTreeMap::from([(2048, 6)])
+    );
     // sampler 1 announces 1 out of 2000, sampler 2 1 out of 4000 (SPM_1OUT4000)
     assert_eq!(
         rates(&seq(&[
@@ -413,5 +511,8 @@ fn sampling_rates_from_options_are_applied() {
         BTreeMap::from([(2000, 11), (4000, 1)])
     );
     // samplingPacketInterval 1, samplingPacketSpace 999
-    assert_eq!(rates(&seq(&["physicalinterfaces.pcap"])), BTreeMap::from([(1000, 8)]));
+    assert_eq!(
+        rates(&seq(&["physicalinterfaces.pcap"])),
+        BTreeMap::from([(1000, 8)])
+    );
 }

@@ -15,7 +15,15 @@ use std::time::Duration;
 use common::{Daemon, metric_sum, tool};
 
 /// Ethernet + IP + L4 frame with a TCP, UDP or ICMP header and `payload` bytes.
-fn frame(src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16, flags: u8, payload: usize) -> Vec<u8> {
+fn frame(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: usize,
+) -> Vec<u8> {
     let mut l4 = Vec::new();
     match proto {
         6 => {
@@ -48,7 +56,10 @@ fn frame(src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16, flags: u8,
             ip.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
             ip.extend_from_slice(&s.octets());
             ip.extend_from_slice(&d.octets());
-            let mut sum: u32 = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+            let mut sum: u32 = ip
+                .chunks(2)
+                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+                .sum();
             while sum > 0xffff {
                 sum = (sum & 0xffff) + (sum >> 16);
             }
@@ -78,9 +89,17 @@ fn traffic_pcap(path: &Path) -> usize {
     for c in 0..40u32 {
         let v6 = c % 5 == 4;
         let (cli, srv): (IpAddr, IpAddr) = if v6 {
-            (format!("2001:db8:1::{}", c + 1).parse().unwrap(), "2001:db8:2::80".parse().unwrap())
+            (
+                format!("2001:db8:1::{}", c + 1).parse().unwrap(),
+                "2001:db8:2::80".parse().unwrap(),
+            )
         } else {
-            (format!("10.1.{}.{}", c / 100, c % 100 + 10).parse().unwrap(), format!("192.0.2.{}", c % 7 + 1).parse().unwrap())
+            (
+                format!("10.1.{}.{}", c / 100, c % 100 + 10)
+                    .parse()
+                    .unwrap(),
+                format!("192.0.2.{}", c % 7 + 1).parse().unwrap(),
+            )
         };
         let sport = 40000 + c as u16;
         let dport = [443u16, 22, 80, 3389][c as usize % 4];
@@ -93,14 +112,40 @@ fn traffic_pcap(path: &Path) -> usize {
         push(&mut t, frame(srv, cli, 6, dport, sport, 0x12, 0));
         push(&mut t, frame(cli, srv, 6, sport, dport, 0x10, 0));
         for k in 0..(3 + c % 6) {
-            push(&mut t, frame(cli, srv, 6, sport, dport, 0x18, 100 + (k as usize * 37) % 900));
-            push(&mut t, frame(srv, cli, 6, dport, sport, 0x18, 1000 + (k as usize * 53) % 400));
+            push(
+                &mut t,
+                frame(
+                    cli,
+                    srv,
+                    6,
+                    sport,
+                    dport,
+                    0x18,
+                    100 + (k as usize * 37) % 900,
+                ),
+            );
+            push(
+                &mut t,
+                frame(
+                    srv,
+                    cli,
+                    6,
+                    dport,
+                    sport,
+                    0x18,
+                    1000 + (k as usize * 53) % 400,
+                ),
+            );
         }
         push(&mut t, frame(cli, srv, 6, sport, dport, 0x11, 0));
         push(&mut t, frame(srv, cli, 6, dport, sport, 0x11, 0));
         push(&mut t, frame(cli, srv, 6, sport, dport, 0x10, 0));
         // DNS
-        let dns: IpAddr = if v6 { "2001:db8:53::53".parse().unwrap() } else { "10.0.0.53".parse().unwrap() };
+        let dns: IpAddr = if v6 {
+            "2001:db8:53::53".parse().unwrap()
+        } else {
+            "10.0.0.53".parse().unwrap()
+        };
         push(&mut t, frame(cli, dns, 17, sport + 1000, 53, 0, 40));
         push(&mut t, frame(dns, cli, 17, 53, sport + 1000, 0, 120));
         if !v6 && c % 3 == 0 {
@@ -127,7 +172,11 @@ fn traffic_pcap(path: &Path) -> usize {
 }
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs softflowd over the capture, exporting to `to`; it exports every flow at the end
@@ -139,7 +188,9 @@ fn softflowd(pcap: &Path, to: &str, version: &str, work: &Path) {
         .current_dir(work)
         .arg("-r")
         .arg(pcap)
-        .args(["-n", to, "-v", version, "-6", "-d", "-c", "sf.ctl", "-p", "sf.pid"])
+        .args([
+            "-n", to, "-v", version, "-6", "-d", "-c", "sf.ctl", "-p", "sf.pid",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -162,7 +213,12 @@ fn softflowd(pcap: &Path, to: &str, version: &str, work: &Path) {
 
 /// Flows / bytes / packets of an nfcapd directory, as nfdump reports them.
 fn nfdump_totals(dir: &Path) -> (u64, u64, u64) {
-    let out = Command::new(tool("nfdump")).arg("-R").arg(dir).arg("-I").output().expect("nfdump");
+    let out = Command::new(tool("nfdump"))
+        .arg("-R")
+        .arg(dir)
+        .arg("-I")
+        .output()
+        .expect("nfdump");
     let text = String::from_utf8_lossy(&out.stdout);
     let get = |k: &str| -> u64 {
         text.lines()
@@ -199,7 +255,9 @@ fn softflowd_exports_agree_between_nagare_and_nfcapd() {
         softflowd(&pcap, &d.udp[0].to_string(), version, work.path());
 
         // Let both settle, then stop nfcapd (it writes its file on SIGTERM).
-        let m = d.wait_metrics(20, "records", |m| metric_sum(m, "nagare_decode_records_total") > 0.0);
+        let m = d.wait_metrics(20, "records", |m| {
+            metric_sum(m, "nagare_decode_records_total") > 0.0
+        });
         std::thread::sleep(Duration::from_millis(1500));
         let m2 = d.metrics();
         assert_eq!(
@@ -218,8 +276,13 @@ fn softflowd_exports_agree_between_nagare_and_nfcapd() {
             metric_sum(&m2, "nagare_pipeline_flow_bytes_total") as u64,
             metric_sum(&m2, "nagare_pipeline_flow_packets_total") as u64,
         );
-        eprintln!("v{version}: nfcapd flows/bytes/packets {flows}/{bytes}/{packets}, nagare {ours:?}");
-        assert!(flows > 50, "v{version}: softflowd exported only {flows} flows");
+        eprintln!(
+            "v{version}: nfcapd flows/bytes/packets {flows}/{bytes}/{packets}, nagare {ours:?}"
+        );
+        assert!(
+            flows > 50,
+            "v{version}: softflowd exported only {flows} flows"
+        );
         assert_eq!(ours, (flows, bytes, packets), "v{version}");
         assert_eq!(metric_sum(&m2, "nagare_decode_errors_total"), 0.0);
         d.terminate();

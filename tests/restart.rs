@@ -41,19 +41,34 @@ fn templates_survive_sigterm() {
 
         let d = Daemon::start(&state, &[]);
         d.send(&[first]);
-        d.wait_metrics(20, "templates learned", |m| metric_sum(m, "nagare_decode_templates") >= 2.0);
+        d.wait_metrics(20, "templates learned", |m| {
+            metric_sum(m, "nagare_decode_templates") >= 2.0
+        });
         // the template is on disk within a second or so; SIGTERM saves it anyway
         d.terminate();
 
         let d = Daemon::start(&state, &[]);
         d.send(&data);
-        let m = d.wait_metrics(20, "records decoded", |m| metric_sum(m, "nagare_decode_records_total") >= 20.0);
-        assert_eq!(metric_sum(&m, "nagare_decode_records_total"), 20.0, "v{version}");
-        assert_eq!(metric_sum(&m, "nagare_decode_template_misses_total"), 0.0, "v{version}");
+        let m = d.wait_metrics(20, "records decoded", |m| {
+            metric_sum(m, "nagare_decode_records_total") >= 20.0
+        });
+        assert_eq!(
+            metric_sum(&m, "nagare_decode_records_total"),
+            20.0,
+            "v{version}"
+        );
+        assert_eq!(
+            metric_sum(&m, "nagare_decode_template_misses_total"),
+            0.0,
+            "v{version}"
+        );
         assert_eq!(metric_sum(&m, "nagare_decode_errors_total"), 0.0);
         if version == 10 {
             // the sampling rate announced before the restart still applies
-            assert_eq!(metric_sum(&m, "nagare_pipeline_flow_bytes_total"), 20.0 * 1500.0 * 10.0);
+            assert_eq!(
+                metric_sum(&m, "nagare_pipeline_flow_bytes_total"),
+                20.0 * 1500.0 * 10.0
+            );
         }
         d.terminate();
     }

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "nagare", version, about = "NetFlow/IPFIX collector for VMware data centres, with vRNI-style flow queries")]
+#[command(
+    name = "nagare",
+    version,
+    about = "NetFlow/IPFIX collector for VMware data centres, with vRNI-style flow queries"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -48,7 +48,11 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         .filter(|d| a.port.is_none_or(|p| d.dst.port() == p))
         .collect();
     if dgs.is_empty() {
-        bail!("{}: no UDP datagrams{}", a.file.display(), a.port.map(|p| format!(" to port {p}")).unwrap_or_default());
+        bail!(
+            "{}: no UDP datagrams{}",
+            a.file.display(),
+            a.port.map(|p| format!(" to port {p}")).unwrap_or_default()
+        );
     }
     match a.to {
         Some(to) => send(&a, to, &dgs),
@@ -56,9 +60,13 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn send(a: &ReplayArgs, to: SocketAddr, dgs: &[nagare::pcap::UdpDatagram]) -> anyhow::Result<ExitCode> {
+fn send(
+    a: &ReplayArgs,
+    to: SocketAddr,
+    dgs: &[nagare::pcap::UdpDatagram],
+) -> anyhow::Result<ExitCode> {
     let speed = a.speed.unwrap_or(1.0);
-    if !a.max && !(speed > 0.0) {
+    if !a.max && (speed.is_nan() || speed <= 0.0) {
         bail!("--speed must be positive");
     }
     // One socket per original exporter address.
@@ -111,7 +119,8 @@ fn send(a: &ReplayArgs, to: SocketAddr, dgs: &[nagare::pcap::UdpDatagram]) -> an
             }
         }
         let s = sockets.get(&d.src.ip()).context("socket for exporter")?;
-        s.send_to(&d.payload, to).with_context(|| format!("cannot send to {to}"))?;
+        s.send_to(&d.payload, to)
+            .with_context(|| format!("cannot send to {to}"))?;
         sent += 1;
         bytes += d.payload.len();
         if last_report.elapsed() > Duration::from_secs(2) {
@@ -134,7 +143,11 @@ struct ExporterSummary {
     packets: u64,
 }
 
-fn offline(a: &ReplayArgs, dgs: &[nagare::pcap::UdpDatagram], stats: &nagare::pcap::PcapStats) -> anyhow::Result<ExitCode> {
+fn offline(
+    a: &ReplayArgs,
+    dgs: &[nagare::pcap::UdpDatagram],
+    stats: &nagare::pcap::PcapStats,
+) -> anyhow::Result<ExitCode> {
     let cfg = DecodeConfig {
         mode: if a.reference {
             DecodeMode::Reference
@@ -192,7 +205,12 @@ fn offline(a: &ReplayArgs, dgs: &[nagare::pcap::UdpDatagram], stats: &nagare::pc
     if a.json {
         println!("{summary}");
     } else if !a.records {
-        println!("{}: {} frames, {} UDP datagrams", a.file.display(), stats.frames, dgs.len());
+        println!(
+            "{}: {} frames, {} UDP datagrams",
+            a.file.display(),
+            stats.frames,
+            dgs.len()
+        );
         println!("records {total_records}  bytes {total_bytes}  packets {total_packets}");
         println!(
             "templates {}  template misses {}  decoded after their template arrived {}  still waiting {}",

@@ -1,8 +1,10 @@
 //! The zero-copy fast path for fixed-length data records, and the record walker used
 //! for options data and as a fallback for variable-length records.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use super::DecodeError;
-use super::fields::{RecordCtx, Scratch, Slot, Val, apply, finish};
+use super::fields::{RecordEnv, Scratch, Slot, Val, apply, finish, set};
 use super::template::{FieldSpec, Layout, VARLEN};
 use crate::model::FlowRecord;
 
@@ -27,6 +29,103 @@ pub(crate) fn raw_val(slot: Slot, b: &[u8]) -> Val<'_> {
     }
 }
 
+/// A compiled field operation: the element and its width fixed at template time, so
+/// that decoding a field is one jump and one fixed-size read. Elements without a
+/// specialized operation go through the generic [`apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    SrcV4,
+    DstV4,
+    SrcV6,
+    DstV6,
+    SrcPort,
+    DstPort,
+    Proto,
+    Flags8,
+    Flags16,
+    Tos,
+    Bytes32,
+    Bytes64,
+    Packets32,
+    Packets64,
+    StartMs64,
+    EndMs64,
+    StartUp32,
+    EndUp32,
+    InIf16,
+    InIf32,
+    OutIf16,
+    OutIf32,
+    Vlan16,
+    Direction8,
+    Generic,
+}
+
+impl Op {
+    pub fn compile(slot: Slot, len: u16) -> Op {
+        match (slot, len) {
+            (Slot::SrcAddr, 4) => Op::SrcV4,
+            (Slot::DstAddr, 4) => Op::DstV4,
+            (Slot::SrcAddr, 16) => Op::SrcV6,
+            (Slot::DstAddr, 16) => Op::DstV6,
+            (Slot::SrcPort, 2) => Op::SrcPort,
+            (Slot::DstPort, 2) => Op::DstPort,
+            (Slot::Protocol, 1) => Op::Proto,
+            (Slot::TcpFlags, 1) => Op::Flags8,
+            (Slot::TcpFlags, 2) => Op::Flags16,
+            (Slot::Tos, 1) => Op::Tos,
+            (Slot::Bytes, 4) => Op::Bytes32,
+            (Slot::Bytes, 8) => Op::Bytes64,
+            (Slot::Packets, 4) => Op::Packets32,
+            (Slot::Packets, 8) => Op::Packets64,
+            (Slot::StartMs, 8) => Op::StartMs64,
+            (Slot::EndMs, 8) => Op::EndMs64,
+            (Slot::StartUptime, 4) => Op::StartUp32,
+            (Slot::EndUptime, 4) => Op::EndUp32,
+            (Slot::InIf, 2) => Op::InIf16,
+            (Slot::InIf, 4) => Op::InIf32,
+            (Slot::OutIf, 2) => Op::OutIf16,
+            (Slot::OutIf, 4) => Op::OutIf32,
+            (Slot::Vlan, 2) => Op::Vlan16,
+            (Slot::Direction, 1) => Op::Direction8,
+            _ => Op::Generic,
+        }
+    }
+}
+
+#[inline(always)]
+fn a2(b: &[u8], o: usize) -> [u8; 2] {
+    let mut x = [0u8; 2];
+    if let Some(s) = b.get(o..o + 2) {
+        x.copy_from_slice(s);
+    }
+    x
+}
+#[inline(always)]
+fn a4(b: &[u8], o: usize) -> [u8; 4] {
+    let mut x = [0u8; 4];
+    if let Some(s) = b.get(o..o + 4) {
+        x.copy_from_slice(s);
+    }
+    x
+}
+#[inline(always)]
+fn a8(b: &[u8], o: usize) -> [u8; 8] {
+    let mut x = [0u8; 8];
+    if let Some(s) = b.get(o..o + 8) {
+        x.copy_from_slice(s);
+    }
+    x
+}
+#[inline(always)]
+fn a16(b: &[u8], o: usize) -> [u8; 16] {
+    let mut x = [0u8; 16];
+    if let Some(s) = b.get(o..o + 16) {
+        x.copy_from_slice(s);
+    }
+    x
+}
+
 /// Decodes every fixed-length record of a data set body with a compiled layout.
 /// Appends to `out`; returns the number of records. A trailing remainder shorter than a
 /// record is padding.
@@ -34,11 +133,10 @@ pub(crate) fn raw_val(slot: Slot, b: &[u8]) -> Val<'_> {
 pub fn decode_fixed(
     layout: &Layout,
     body: &[u8],
-    base: &FlowRecord,
-    ctx: &RecordCtx,
-    sampler_rate: &dyn Fn(u32) -> Option<u32>,
+    env: &RecordEnv<'_>,
     out: &mut Vec<FlowRecord>,
 ) -> usize {
+    let (base, ctx, sampler_rate) = (env.base, env.ctx, env.sampler_rate);
     let rl = layout.record_len;
     if rl == 0 {
         return 0;
@@ -46,17 +144,72 @@ pub fn decode_fixed(
     let n = body.len() / rl;
     out.reserve(n);
     for rec_bytes in body.chunks_exact(rl) {
-        let mut r = *base;
+        // Built in place: one copy of the base record per record, no temporaries.
+        out.push(*base);
+        let Some(r) = out.last_mut() else { break };
         let mut s = Scratch::default();
         for f in layout.fields.iter() {
-            let start = usize::from(f.off);
-            let Some(b) = rec_bytes.get(start..start + usize::from(f.len)) else {
-                continue;
-            };
-            apply(&mut r, &mut s, f.slot, raw_val(f.slot, b));
+            let o = usize::from(f.off);
+            let rb = rec_bytes;
+            match f.op {
+                Op::SrcV4 => {
+                    let a = Ipv4Addr::from(a4(rb, o));
+                    if !a.is_unspecified() || r.src.is_unspecified() {
+                        r.src = IpAddr::V4(a);
+                    }
+                }
+                Op::DstV4 => {
+                    let a = Ipv4Addr::from(a4(rb, o));
+                    if !a.is_unspecified() || r.dst.is_unspecified() {
+                        r.dst = IpAddr::V4(a);
+                    }
+                }
+                Op::SrcV6 => {
+                    let a = Ipv6Addr::from(a16(rb, o));
+                    if !a.is_unspecified() || r.src.is_unspecified() {
+                        r.src = IpAddr::V6(a);
+                    }
+                }
+                Op::DstV6 => {
+                    let a = Ipv6Addr::from(a16(rb, o));
+                    if !a.is_unspecified() || r.dst.is_unspecified() {
+                        r.dst = IpAddr::V6(a);
+                    }
+                }
+                Op::SrcPort => r.src_port = u16::from_be_bytes(a2(rb, o)),
+                Op::DstPort => r.dst_port = u16::from_be_bytes(a2(rb, o)),
+                Op::Proto => r.protocol = rb.get(o).copied().unwrap_or(0),
+                Op::Flags8 => r.tcp_flags = u16::from(rb.get(o).copied().unwrap_or(0)),
+                Op::Flags16 => r.tcp_flags = u16::from_be_bytes(a2(rb, o)),
+                Op::Tos => r.tos = rb.get(o).copied().unwrap_or(0),
+                Op::Bytes32 => set!(s, bytes, u64::from(u32::from_be_bytes(a4(rb, o)))),
+                Op::Bytes64 => set!(s, bytes, u64::from_be_bytes(a8(rb, o))),
+                Op::Packets32 => set!(s, packets, u64::from(u32::from_be_bytes(a4(rb, o)))),
+                Op::Packets64 => set!(s, packets, u64::from_be_bytes(a8(rb, o))),
+                Op::StartMs64 => set!(s, start_ms, u64::from_be_bytes(a8(rb, o)) as i64),
+                Op::EndMs64 => set!(s, end_ms, u64::from_be_bytes(a8(rb, o)) as i64),
+                Op::StartUp32 => set!(s, start_uptime, u32::from_be_bytes(a4(rb, o))),
+                Op::EndUp32 => set!(s, end_uptime, u32::from_be_bytes(a4(rb, o))),
+                Op::InIf16 => r.in_if = u32::from(u16::from_be_bytes(a2(rb, o))),
+                Op::InIf32 => r.in_if = u32::from_be_bytes(a4(rb, o)),
+                Op::OutIf16 => r.out_if = u32::from(u16::from_be_bytes(a2(rb, o))),
+                Op::OutIf32 => r.out_if = u32::from_be_bytes(a4(rb, o)),
+                Op::Vlan16 => r.vlan = u16::from_be_bytes(a2(rb, o)) & 0xfff,
+                Op::Direction8 => r.direction = rb.get(o).copied().unwrap_or(0),
+                Op::Generic => {
+                    let Some(b) = rb.get(o..o + usize::from(f.len)) else {
+                        continue;
+                    };
+                    let v = if f.raw {
+                        Val::B(b)
+                    } else {
+                        Val::U(read_uint(b))
+                    };
+                    apply(r, &mut s, f.slot, v);
+                }
+            }
         }
-        finish(&mut r, &s, ctx, sampler_rate);
-        out.push(r);
+        finish(r, &s, ctx, sampler_rate);
     }
     n
 }
@@ -133,24 +286,17 @@ pub fn decode_walk(
     specs: &[FieldSpec],
     min_record_len: usize,
     body: &[u8],
-    skip_records: usize,
-    base: &FlowRecord,
-    ctx: &RecordCtx,
-    sampler_rate: &dyn Fn(u32) -> Option<u32>,
+    env: &RecordEnv<'_>,
     out: &mut Vec<FlowRecord>,
 ) -> Result<usize, DecodeError> {
+    let (base, ctx, sampler_rate) = (env.base, env.ctx, env.sampler_rate);
     let slots: Vec<Slot> = specs
         .iter()
         .map(|s| super::fields::slot_for(s.pen, s.id))
         .collect();
     let mut slices = Vec::with_capacity(specs.len());
-    let mut idx = 0usize;
     let mut produced = 0usize;
     let res = walk_records(specs, body, min_record_len, &mut slices, |vals| {
-        idx += 1;
-        if idx <= skip_records {
-            return;
-        }
         let mut r = *base;
         let mut s = Scratch::default();
         for (slot, b) in slots.iter().zip(vals) {

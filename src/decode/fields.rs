@@ -255,59 +255,109 @@ pub fn bytes_to_addr(b: &[u8]) -> Option<IpAddr> {
 }
 
 /// Per-record values that only make sense once the whole record is read
-/// (timestamps, sampling, alternative counters).
+/// (timestamps, sampling, alternative counters). Presence is a bit mask so that a
+/// fresh scratch is cheap to make for every record.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Scratch {
-    pub bytes: Option<u64>,
-    pub packets: Option<u64>,
-    pub bytes_total: Option<u64>,
-    pub packets_total: Option<u64>,
-    pub init_bytes: Option<u64>,
-    pub resp_bytes: Option<u64>,
-    pub init_packets: Option<u64>,
-    pub resp_packets: Option<u64>,
-    pub rev_bytes: Option<u64>,
-    pub rev_packets: Option<u64>,
-    pub start_uptime: Option<u32>,
-    pub end_uptime: Option<u32>,
-    pub start_ms: Option<i64>,
-    pub end_ms: Option<i64>,
-    pub start_delta_us: Option<u32>,
-    pub end_delta_us: Option<u32>,
-    pub sys_init_ms: Option<i64>,
-    pub sampling_interval: Option<u32>,
-    pub sampler_id: Option<u32>,
-    pub pkt_interval: Option<u32>,
-    pub pkt_space: Option<u32>,
-    pub icmp_type_code: Option<u16>,
-    pub dot1q_vlan: Option<u16>,
-    pub post_dot1q_vlan: Option<u16>,
-    pub phys_in_if: Option<u32>,
-    pub phys_out_if: Option<u32>,
+    pub(crate) present: u32,
+    pub(crate) bytes: u64,
+    pub(crate) packets: u64,
+    pub(crate) bytes_total: u64,
+    pub(crate) packets_total: u64,
+    pub(crate) init_bytes: u64,
+    pub(crate) resp_bytes: u64,
+    pub(crate) init_packets: u64,
+    pub(crate) resp_packets: u64,
+    pub(crate) rev_bytes: u64,
+    pub(crate) rev_packets: u64,
+    pub(crate) start_ms: i64,
+    pub(crate) end_ms: i64,
+    pub(crate) sys_init_ms: i64,
+    pub(crate) start_uptime: u32,
+    pub(crate) end_uptime: u32,
+    pub(crate) start_delta_us: u32,
+    pub(crate) end_delta_us: u32,
+    pub(crate) sampling_interval: u32,
+    pub(crate) sampler_id: u32,
+    pub(crate) pkt_interval: u32,
+    pub(crate) pkt_space: u32,
+    pub(crate) phys_in_if: u32,
+    pub(crate) phys_out_if: u32,
+    pub(crate) icmp_type_code: u16,
+    pub(crate) dot1q_vlan: u16,
+    pub(crate) post_dot1q_vlan: u16,
 }
+
+macro_rules! scratch_fields {
+    ($($name:ident: $t:ty = $bit:expr),* $(,)?) => {
+        impl Scratch {
+            $(
+                #[inline(always)]
+                pub fn $name(&self) -> Option<$t> {
+                    (self.present & (1 << $bit) != 0).then_some(self.$name)
+                }
+            )*
+        }
+        /// Setters by field name (`set!(s, bytes, 5)`).
+        macro_rules! set {
+            $(($s:expr, $name, $v:expr) => {{ $s.$name = $v; $s.present |= 1 << $bit; }};)*
+        }
+    };
+}
+
+scratch_fields! {
+    bytes: u64 = 0,
+    packets: u64 = 1,
+    bytes_total: u64 = 2,
+    packets_total: u64 = 3,
+    init_bytes: u64 = 4,
+    resp_bytes: u64 = 5,
+    init_packets: u64 = 6,
+    resp_packets: u64 = 7,
+    rev_bytes: u64 = 8,
+    rev_packets: u64 = 9,
+    start_ms: i64 = 10,
+    end_ms: i64 = 11,
+    sys_init_ms: i64 = 12,
+    start_uptime: u32 = 13,
+    end_uptime: u32 = 14,
+    start_delta_us: u32 = 15,
+    end_delta_us: u32 = 16,
+    sampling_interval: u32 = 17,
+    sampler_id: u32 = 18,
+    pkt_interval: u32 = 19,
+    pkt_space: u32 = 20,
+    phys_in_if: u32 = 21,
+    phys_out_if: u32 = 22,
+    icmp_type_code: u16 = 23,
+    dot1q_vlan: u16 = 24,
+    post_dot1q_vlan: u16 = 25,
+}
+
+pub(crate) use set;
 
 /// NTP timestamp (RFC 5905, 1900 epoch) to Unix milliseconds.
 fn ntp_to_unix_ms(v: u64) -> i64 {
     let secs = (v >> 32) as i64 - 2_208_988_800;
     let frac = (v & 0xffff_ffff) as i64;
-    secs * 1000 + (frac * 1000 >> 32)
+    secs * 1000 + ((frac * 1000) >> 32)
 }
 
 /// Puts one field value where it belongs. Never panics, whatever the value.
-#[inline]
+#[inline(always)]
 pub fn apply(rec: &mut FlowRecord, s: &mut Scratch, slot: Slot, v: Val<'_>) {
     match slot {
         Slot::Skip | Slot::UnknownEnterprise => {}
-        Slot::Bytes => s.bytes = Some(v.as_u64()),
-        Slot::Packets => s.packets = Some(v.as_u64()),
-        Slot::BytesTotal => s.bytes_total = Some(v.as_u64()),
-        Slot::PacketsTotal => s.packets_total = Some(v.as_u64()),
-        Slot::RevBytes => s.rev_bytes = Some(v.as_u64()),
-        Slot::RevPackets => s.rev_packets = Some(v.as_u64()),
-        Slot::InitiatorBytes => s.init_bytes = Some(v.as_u64()),
-        Slot::ResponderBytes => s.resp_bytes = Some(v.as_u64()),
-        Slot::InitiatorPackets => s.init_packets = Some(v.as_u64()),
-        Slot::ResponderPackets => s.resp_packets = Some(v.as_u64()),
+        Slot::Bytes => set!(s, bytes, v.as_u64()),
+        Slot::Packets => set!(s, packets, v.as_u64()),
+        Slot::BytesTotal => set!(s, bytes_total, v.as_u64()),
+        Slot::PacketsTotal => set!(s, packets_total, v.as_u64()),
+        Slot::RevBytes => set!(s, rev_bytes, v.as_u64()),
+        Slot::RevPackets => set!(s, rev_packets, v.as_u64()),
+        Slot::InitiatorBytes => set!(s, init_bytes, v.as_u64()),
+        Slot::ResponderBytes => set!(s, resp_bytes, v.as_u64()),
+        Slot::InitiatorPackets => set!(s, init_packets, v.as_u64()),
+        Slot::ResponderPackets => set!(s, resp_packets, v.as_u64()),
         Slot::Protocol => rec.protocol = v.as_u64() as u8,
         Slot::Tos => rec.tos = v.as_u64() as u8,
         Slot::TcpFlags => rec.tcp_flags = v.as_u64() as u16,
@@ -332,33 +382,33 @@ pub fn apply(rec: &mut FlowRecord, s: &mut Scratch, slot: Slot, v: Val<'_>) {
         Slot::NextHop => rec.next_hop = v.as_addr(),
         Slot::InIf => rec.in_if = v.as_u64() as u32,
         Slot::OutIf => rec.out_if = v.as_u64() as u32,
-        Slot::PhysInIf => s.phys_in_if = Some(v.as_u64() as u32),
-        Slot::PhysOutIf => s.phys_out_if = Some(v.as_u64() as u32),
-        Slot::PostDot1qVlan => s.post_dot1q_vlan = Some((v.as_u64() & 0xfff) as u16),
+        Slot::PhysInIf => set!(s, phys_in_if, v.as_u64() as u32),
+        Slot::PhysOutIf => set!(s, phys_out_if, v.as_u64() as u32),
+        Slot::PostDot1qVlan => set!(s, post_dot1q_vlan, (v.as_u64() & 0xfff) as u16),
         Slot::SrcAs => rec.src_as = v.as_u64() as u32,
         Slot::DstAs => rec.dst_as = v.as_u64() as u32,
         Slot::Vlan => rec.vlan = (v.as_u64() & 0xfff) as u16,
         Slot::PostVlan => rec.post_vlan = (v.as_u64() & 0xfff) as u16,
-        Slot::Dot1qVlan => s.dot1q_vlan = Some((v.as_u64() & 0xfff) as u16),
+        Slot::Dot1qVlan => set!(s, dot1q_vlan, (v.as_u64() & 0xfff) as u16),
         Slot::Direction => rec.direction = v.as_u64() as u8,
         Slot::BiflowDirection => rec.biflow_direction = v.as_u64() as u8,
         Slot::EndReason => rec.flow_end_reason = v.as_u64() as u8,
-        Slot::IcmpTypeCode => s.icmp_type_code = Some(v.as_u64() as u16),
-        Slot::StartUptime => s.start_uptime = Some(v.as_u64() as u32),
-        Slot::EndUptime => s.end_uptime = Some(v.as_u64() as u32),
-        Slot::StartSec => s.start_ms = Some(v.as_u64() as i64 * 1000),
-        Slot::EndSec => s.end_ms = Some(v.as_u64() as i64 * 1000),
-        Slot::StartMs => s.start_ms = Some(v.as_u64() as i64),
-        Slot::EndMs => s.end_ms = Some(v.as_u64() as i64),
-        Slot::StartNtpUs | Slot::StartNtpNs => s.start_ms = Some(ntp_to_unix_ms(v.as_u64())),
-        Slot::EndNtpUs | Slot::EndNtpNs => s.end_ms = Some(ntp_to_unix_ms(v.as_u64())),
-        Slot::StartDeltaUs => s.start_delta_us = Some(v.as_u64() as u32),
-        Slot::EndDeltaUs => s.end_delta_us = Some(v.as_u64() as u32),
-        Slot::SysInitMs => s.sys_init_ms = Some(v.as_u64() as i64),
-        Slot::SamplingInterval => s.sampling_interval = Some(v.as_u64() as u32),
-        Slot::SamplerId => s.sampler_id = Some(v.as_u64() as u32),
-        Slot::SamplingPktInterval => s.pkt_interval = Some(v.as_u64() as u32),
-        Slot::SamplingPktSpace => s.pkt_space = Some(v.as_u64() as u32),
+        Slot::IcmpTypeCode => set!(s, icmp_type_code, v.as_u64() as u16),
+        Slot::StartUptime => set!(s, start_uptime, v.as_u64() as u32),
+        Slot::EndUptime => set!(s, end_uptime, v.as_u64() as u32),
+        Slot::StartSec => set!(s, start_ms, v.as_u64() as i64 * 1000),
+        Slot::EndSec => set!(s, end_ms, v.as_u64() as i64 * 1000),
+        Slot::StartMs => set!(s, start_ms, v.as_u64() as i64),
+        Slot::EndMs => set!(s, end_ms, v.as_u64() as i64),
+        Slot::StartNtpUs | Slot::StartNtpNs => set!(s, start_ms, ntp_to_unix_ms(v.as_u64())),
+        Slot::EndNtpUs | Slot::EndNtpNs => set!(s, end_ms, ntp_to_unix_ms(v.as_u64())),
+        Slot::StartDeltaUs => set!(s, start_delta_us, v.as_u64() as u32),
+        Slot::EndDeltaUs => set!(s, end_delta_us, v.as_u64() as u32),
+        Slot::SysInitMs => set!(s, sys_init_ms, v.as_u64() as i64),
+        Slot::SamplingInterval => set!(s, sampling_interval, v.as_u64() as u32),
+        Slot::SamplerId => set!(s, sampler_id, v.as_u64() as u32),
+        Slot::SamplingPktInterval => set!(s, pkt_interval, v.as_u64() as u32),
+        Slot::SamplingPktSpace => set!(s, pkt_space, v.as_u64() as u32),
         Slot::L2SegmentId => rec.layer2_segment_id = v.as_u64(),
         _ => apply_vmware(rec, slot, v),
     }
@@ -428,6 +478,14 @@ pub struct RecordCtx {
     pub default_sampling: u32,
 }
 
+/// Everything a data set's records share: the base record (exporter, version), the
+/// header context and the exporter's sampler table.
+pub struct RecordEnv<'a> {
+    pub base: &'a FlowRecord,
+    pub ctx: &'a RecordCtx,
+    pub sampler_rate: &'a dyn Fn(u32) -> Option<u32>,
+}
+
 /// Signed difference `a - b` of two 32-bit uptime counters that may have wrapped.
 #[inline]
 fn uptime_diff(a: u32, b: u32) -> i64 {
@@ -436,7 +494,7 @@ fn uptime_diff(a: u32, b: u32) -> i64 {
 
 /// Resolves timestamps, counters and sampling once all fields of a record are applied.
 /// `sampler_rate` maps a sampler id to its announced rate.
-#[inline]
+#[inline(always)]
 pub fn finish(
     rec: &mut FlowRecord,
     s: &Scratch,
@@ -444,13 +502,21 @@ pub fn finish(
     sampler_rate: impl Fn(u32) -> Option<u32>,
 ) {
     // Counters: delta counts first, then totals, then the initiator/responder pair.
-    let mut bytes = s.bytes.or(s.bytes_total).or(s.init_bytes).unwrap_or(0);
-    let mut packets = s.packets.or(s.packets_total).or(s.init_packets).unwrap_or(0);
-    let mut rbytes = s.rev_bytes.or(s.resp_bytes).unwrap_or(0);
-    let mut rpackets = s.rev_packets.or(s.resp_packets).unwrap_or(0);
+    let mut bytes = s
+        .bytes()
+        .or(s.bytes_total())
+        .or(s.init_bytes())
+        .unwrap_or(0);
+    let mut packets = s
+        .packets()
+        .or(s.packets_total())
+        .or(s.init_packets())
+        .unwrap_or(0);
+    let mut rbytes = s.rev_bytes().or(s.resp_bytes()).unwrap_or(0);
+    let mut rpackets = s.rev_packets().or(s.resp_packets()).unwrap_or(0);
 
     // Times.
-    let sys_init = s.sys_init_ms.or(ctx.sys_init_ms);
+    let sys_init = s.sys_init_ms().or(ctx.sys_init_ms);
     let to_abs = |up: u32| -> i64 {
         match (ctx.sys_uptime_ms, sys_init) {
             (Some(now_up), _) => ctx.export_ms - uptime_diff(now_up, up),
@@ -458,31 +524,33 @@ pub fn finish(
             (None, None) => ctx.export_ms,
         }
     };
-    let mut start = s.start_ms;
-    let mut end = s.end_ms;
+    let mut start = s.start_ms();
+    let mut end = s.end_ms();
     if end.is_none() {
-        end = s.end_uptime.map(to_abs);
+        end = s.end_uptime().map(to_abs);
     }
     if start.is_none() {
-        start = s.start_uptime.map(to_abs);
+        start = s.start_uptime().map(to_abs);
     }
     if start.is_none() {
         start = s
-            .start_delta_us
+            .start_delta_us()
             .map(|d| ctx.export_ms - i64::from(d) / 1000);
     }
     if end.is_none() {
-        end = s.end_delta_us.map(|d| ctx.export_ms - i64::from(d) / 1000);
+        end = s
+            .end_delta_us()
+            .map(|d| ctx.export_ms - i64::from(d) / 1000);
     }
     // IPFIX sysUpTime without an init time: keep the duration, anchor the end at export.
     if ctx.sys_uptime_ms.is_none()
         && sys_init.is_none()
-        && s.start_uptime.is_some()
-        && s.end_uptime.is_some()
-        && s.start_ms.is_none()
-        && s.end_ms.is_none()
+        && s.start_uptime().is_some()
+        && s.end_uptime().is_some()
+        && s.start_ms().is_none()
+        && s.end_ms().is_none()
     {
-        let (a, b) = (s.start_uptime.unwrap_or(0), s.end_uptime.unwrap_or(0));
+        let (a, b) = (s.start_uptime().unwrap_or(0), s.end_uptime().unwrap_or(0));
         end = Some(ctx.export_ms);
         start = Some(ctx.export_ms - uptime_diff(b, a).max(0));
     }
@@ -493,44 +561,44 @@ pub fn finish(
 
     // VLAN: dot1qVlanId when vlanId is absent.
     if rec.vlan == 0
-        && let Some(v) = s.dot1q_vlan
+        && let Some(v) = s.dot1q_vlan()
     {
         rec.vlan = v;
     }
     if rec.post_vlan == 0
-        && let Some(v) = s.post_dot1q_vlan
+        && let Some(v) = s.post_dot1q_vlan()
     {
         rec.post_vlan = v;
     }
     // Physical interfaces when the logical ones are absent.
     if rec.in_if == 0
-        && let Some(i) = s.phys_in_if
+        && let Some(i) = s.phys_in_if()
     {
         rec.in_if = i;
     }
     if rec.out_if == 0
-        && let Some(i) = s.phys_out_if
+        && let Some(i) = s.phys_out_if()
     {
         rec.out_if = i;
     }
     // ICMP type/code travel in the destination port, as in NetFlow v5.
     if (rec.protocol == 1 || rec.protocol == 58)
         && rec.dst_port == 0
-        && let Some(tc) = s.icmp_type_code
+        && let Some(tc) = s.icmp_type_code()
     {
         rec.dst_port = tc;
     }
 
     // Sampling: the record's own interval, then its sampler, then the exporter default.
-    let rate = if let Some(i) = s.sampling_interval.filter(|&i| i > 0) {
+    let rate = if let Some(i) = s.sampling_interval().filter(|&i| i > 0) {
         i
-    } else if let (Some(iv), Some(sp)) = (s.pkt_interval, s.pkt_space) {
+    } else if let (Some(iv), Some(sp)) = (s.pkt_interval(), s.pkt_space()) {
         if iv > 0 {
             ((u64::from(iv) + u64::from(sp)) / u64::from(iv)).min(u64::from(u32::MAX)) as u32
         } else {
             1
         }
-    } else if let Some(r) = s.sampler_id.and_then(&sampler_rate) {
+    } else if let Some(r) = s.sampler_id().and_then(&sampler_rate) {
         r
     } else {
         ctx.default_sampling
@@ -562,11 +630,12 @@ mod tests {
     #[test]
     fn uptime_relative_times_with_wrap() {
         let mut r = rec();
-        let s = Scratch {
-            start_uptime: Some(u32::MAX - 999), // 1000 ms before the counter wrapped
-            end_uptime: Some(500),
-            ..Default::default()
-        };
+        let mut s = Scratch::default();
+        set!(s, start_uptime, u32::MAX - 999);
+        set!(
+            s, // 1000 ms before the counter wrapped
+            end_uptime, 500
+        );
         let ctx = RecordCtx {
             export_ms: 1_000_000,
             sys_uptime_ms: Some(1500),
@@ -588,40 +657,32 @@ mod tests {
         };
         // record interval wins
         let mut r = rec();
-        let s = Scratch {
-            bytes: Some(10),
-            packets: Some(2),
-            sampling_interval: Some(5),
-            sampler_id: Some(1),
-            ..Default::default()
-        };
+        let mut s = Scratch::default();
+        set!(s, bytes, 10);
+        set!(s, packets, 2);
+        set!(s, sampling_interval, 5);
+        set!(s, sampler_id, 1);
         finish(&mut r, &s, &ctx, |_| Some(7));
         assert_eq!((r.bytes, r.packets, r.sampling_rate), (50, 10, 5));
         // sampler map next
         let mut r = rec();
-        let s = Scratch {
-            bytes: Some(10),
-            sampler_id: Some(1),
-            ..Default::default()
-        };
+        let mut s = Scratch::default();
+        set!(s, bytes, 10);
+        set!(s, sampler_id, 1);
         finish(&mut r, &s, &ctx, |id| (id == 1).then_some(7));
         assert_eq!((r.bytes, r.sampling_rate), (70, 7));
         // exporter default last
         let mut r = rec();
-        let s = Scratch {
-            bytes: Some(10),
-            ..Default::default()
-        };
+        let mut s = Scratch::default();
+        set!(s, bytes, 10);
         finish(&mut r, &s, &ctx, |_| None);
         assert_eq!((r.bytes, r.sampling_rate), (1000, 100));
         // packet interval/space: 1 in (1+9)
         let mut r = rec();
-        let s = Scratch {
-            bytes: Some(3),
-            pkt_interval: Some(1),
-            pkt_space: Some(9),
-            ..Default::default()
-        };
+        let mut s = Scratch::default();
+        set!(s, bytes, 3);
+        set!(s, pkt_interval, 1);
+        set!(s, pkt_space, 9);
         finish(&mut r, &s, &ctx, |_| None);
         assert_eq!((r.bytes, r.sampling_rate), (30, 10));
     }
@@ -635,12 +696,10 @@ mod tests {
             default_sampling: 1,
         };
         let mut r = rec();
-        let s = Scratch {
-            bytes_total: Some(9),
-            init_bytes: Some(7),
-            resp_bytes: Some(3),
-            ..Default::default()
-        };
+        let mut s = Scratch::default();
+        set!(s, bytes_total, 9);
+        set!(s, init_bytes, 7);
+        set!(s, resp_bytes, 3);
         finish(&mut r, &s, &ctx, |_| None);
         assert_eq!((r.bytes, r.reverse_bytes), (9, 3));
         assert_eq!((r.start_ms, r.end_ms), (5000, 5000));

@@ -12,7 +12,7 @@
 //!   walker if it stops early (zero-length variable fields, which it rejects);
 //! - NetFlow v5: `netflow_parser`;
 //! - options data: the walker, into per-exporter [`options::ExporterOptions`].
-#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod fast;
 pub mod fields;
@@ -32,7 +32,9 @@ use crate::model::{ExporterId, FlowRecord};
 use crate::telemetry::{BoundedLabels, Counter, Exposition, Gauge};
 use fields::RecordCtx;
 use options::ExporterOptions;
-use template::{Learned, Template, TemplateKey, TemplateKind, TemplateLimits, TemplateRecord, TemplateStore};
+use template::{
+    Learned, Template, TemplateKey, TemplateKind, TemplateLimits, TemplateRecord, TemplateStore,
+};
 
 /// Why (part of) a datagram could not be decoded. Cheap to create; `kind()` is the
 /// metric label.
@@ -395,7 +397,13 @@ impl Decoder {
 
     /// Decodes one datagram from `src`. `now_ms` (Unix ms) times held sets and template
     /// freshness. Appends records to `out`.
-    pub fn decode(&self, src: IpAddr, now_ms: i64, payload: &[u8], out: &mut Vec<FlowRecord>) -> DecodeStatus {
+    pub fn decode(
+        &self,
+        src: IpAddr,
+        now_ms: i64,
+        payload: &[u8],
+        out: &mut Vec<FlowRecord>,
+    ) -> DecodeStatus {
         let src = crate::model::canonical_ip(src);
         self.metrics.bytes.add(payload.len() as u64);
         let Some(version) = be16(payload, 0) else {
@@ -406,7 +414,8 @@ impl Decoder {
                 error: Some(DecodeError::Truncated),
             };
         };
-        let status = match version {
+
+        match version {
             5 => {
                 self.metrics.datagrams[0].inc();
                 self.decode_v5(src, payload, out)
@@ -427,8 +436,7 @@ impl Decoder {
                     error: Some(DecodeError::UnsupportedVersion),
                 }
             }
-        };
-        status
+        }
     }
 
     fn decode_v5(&self, src: IpAddr, payload: &[u8], out: &mut Vec<FlowRecord>) -> DecodeStatus {
@@ -569,7 +577,10 @@ impl Decoder {
                                 Learned::Refreshed => self.metrics.templates_refreshed.inc(),
                                 Learned::Replaced => self.metrics.templates_replaced.inc(),
                                 Learned::Rejected => {
-                                    self.count_error(DecodeError::TemplateRejected, Some(&counters));
+                                    self.count_error(
+                                        DecodeError::TemplateRejected,
+                                        Some(&counters),
+                                    );
                                     status.error.get_or_insert(DecodeError::TemplateRejected);
                                     continue;
                                 }
@@ -643,7 +654,9 @@ impl Decoder {
             if version == 9 {
                 counters.lost_datagrams.add(sq.observe(seq, 1, true));
             } else {
-                counters.lost_records.add(sq.observe(seq, data_records, all_known));
+                counters
+                    .lost_records
+                    .add(sq.observe(seq, data_records, all_known));
             }
         }
         counters.records.add(status.records as u64);
@@ -677,13 +690,18 @@ impl Decoder {
         let samplers = &opts.samplers;
         let sampler_rate = |id: u32| samplers.get(&id).copied();
         let base = FlowRecord::empty(st.id, hdr.version);
+        let env = fields::RecordEnv {
+            base: &base,
+            ctx: &ctx,
+            sampler_rate: &sampler_rate,
+        };
         let res = match (&t.layout, self.cfg.mode) {
             (Some(layout), DecodeMode::Auto) => {
-                let n = fast::decode_fixed(layout, body, &base, &ctx, &sampler_rate, out);
+                let n = fast::decode_fixed(layout, body, &env, out);
                 self.metrics.records_fast.add(n as u64);
                 Ok(n)
             }
-            _ => self.decode_reference(t, body, &base, &ctx, &sampler_rate, out),
+            _ => self.decode_reference(t, body, &env, out),
         };
         if t.unknown_enterprise > 0 {
             let n = match res {
@@ -701,19 +719,16 @@ impl Decoder {
         &self,
         t: &Template,
         body: &[u8],
-        base: &FlowRecord,
-        ctx: &RecordCtx,
-        sampler_rate: &dyn Fn(u32) -> Option<u32>,
+        env: &fields::RecordEnv<'_>,
         out: &mut Vec<FlowRecord>,
     ) -> Result<usize, (usize, DecodeError)> {
-        let (n_ref, consumed) =
-            reference::decode_data_set(t, body, base, ctx, sampler_rate, out).unwrap_or((0, 0));
+        let (n_ref, consumed) = reference::decode_data_set(t, body, env, out).unwrap_or((0, 0));
         self.metrics.records_reference.add(n_ref as u64);
         let rest = body.get(consumed..).unwrap_or(&[]);
         if rest.len() < t.min_record_len.max(1) || rest.iter().all(|&b| b == 0) {
             return Ok(n_ref);
         }
-        match fast::decode_walk(&t.fields, t.min_record_len, rest, 0, base, ctx, sampler_rate, out) {
+        match fast::decode_walk(&t.fields, t.min_record_len, rest, env, out) {
             Ok(n) => {
                 self.metrics.records_walker.add(n as u64);
                 Ok(n_ref + n)
@@ -722,7 +737,12 @@ impl Decoder {
         }
     }
 
-    fn decode_options(&self, t: &Template, st: &ExporterState, body: &[u8]) -> Result<usize, (usize, DecodeError)> {
+    fn decode_options(
+        &self,
+        t: &Template,
+        st: &ExporterState,
+        body: &[u8],
+    ) -> Result<usize, (usize, DecodeError)> {
         let mut slices = Vec::with_capacity(t.fields.len());
         let mut opts = match st.options.write() {
             Ok(g) => g,
@@ -750,7 +770,8 @@ impl Decoder {
         let mut p = lock(&self.pending);
         self.expire_held_locked(&mut p, now_ms);
         while !p.sets.is_empty()
-            && (p.sets.len() >= self.cfg.hold_max_sets || p.bytes + body.len() > self.cfg.hold_max_bytes)
+            && (p.sets.len() >= self.cfg.hold_max_sets
+                || p.bytes + body.len() > self.cfg.hold_max_bytes)
         {
             if let Some(old) = p.sets.pop_front() {
                 p.bytes -= old.body.len();
@@ -796,7 +817,12 @@ impl Decoder {
     }
 
     /// Decodes the sets held for `key` now that its template is known.
-    fn release_held(&self, key: &TemplateKey, st: &ExporterState, out: &mut Vec<FlowRecord>) -> usize {
+    fn release_held(
+        &self,
+        key: &TemplateKey,
+        st: &ExporterState,
+        out: &mut Vec<FlowRecord>,
+    ) -> usize {
         let Some(t) = self.templates.get(key) else {
             return 0;
         };
@@ -873,32 +899,112 @@ impl Decoder {
 
     pub fn render_metrics(&self, out: &mut Exposition) {
         let m = &self.metrics;
-        out.header("nagare_decode_datagrams_total", "Datagrams received by the decoder, by version.", "counter");
+        out.header(
+            "nagare_decode_datagrams_total",
+            "Datagrams received by the decoder, by version.",
+            "counter",
+        );
         for (i, v) in ["5", "9", "10", "other"].iter().enumerate() {
-            out.sample("nagare_decode_datagrams_total", &[("version", v)], m.datagrams[i].get() as f64);
+            out.sample(
+                "nagare_decode_datagrams_total",
+                &[("version", v)],
+                m.datagrams[i].get() as f64,
+            );
         }
-        out.counter("nagare_decode_bytes_total", "Datagram payload bytes received by the decoder.", m.bytes.get());
-        out.header("nagare_decode_records_total", "Flow records decoded, by version.", "counter");
+        out.counter(
+            "nagare_decode_bytes_total",
+            "Datagram payload bytes received by the decoder.",
+            m.bytes.get(),
+        );
+        out.header(
+            "nagare_decode_records_total",
+            "Flow records decoded, by version.",
+            "counter",
+        );
         for (i, v) in ["5", "9", "10"].iter().enumerate() {
-            out.sample("nagare_decode_records_total", &[("version", v)], m.records[i].get() as f64);
+            out.sample(
+                "nagare_decode_records_total",
+                &[("version", v)],
+                m.records[i].get() as f64,
+            );
         }
-        out.header("nagare_decode_path_records_total", "Data records by decoder path.", "counter");
-        out.sample("nagare_decode_path_records_total", &[("path", "fast")], m.records_fast.get() as f64);
-        out.sample("nagare_decode_path_records_total", &[("path", "reference")], m.records_reference.get() as f64);
-        out.sample("nagare_decode_path_records_total", &[("path", "walker")], m.records_walker.get() as f64);
-        out.header("nagare_decode_errors_total", "Decode errors by kind (the rest of the datagram is still decoded where possible).", "counter");
+        out.header(
+            "nagare_decode_path_records_total",
+            "Data records by decoder path.",
+            "counter",
+        );
+        out.sample(
+            "nagare_decode_path_records_total",
+            &[("path", "fast")],
+            m.records_fast.get() as f64,
+        );
+        out.sample(
+            "nagare_decode_path_records_total",
+            &[("path", "reference")],
+            m.records_reference.get() as f64,
+        );
+        out.sample(
+            "nagare_decode_path_records_total",
+            &[("path", "walker")],
+            m.records_walker.get() as f64,
+        );
+        out.header(
+            "nagare_decode_errors_total",
+            "Decode errors by kind (the rest of the datagram is still decoded where possible).",
+            "counter",
+        );
         for e in DecodeError::ALL {
-            out.sample("nagare_decode_errors_total", &[("kind", e.kind())], m.error_count(e) as f64);
+            out.sample(
+                "nagare_decode_errors_total",
+                &[("kind", e.kind())],
+                m.error_count(e) as f64,
+            );
         }
-        out.counter("nagare_decode_template_misses_total", "Data sets that arrived before their template.", m.template_misses.get());
-        out.counter("nagare_decode_held_sets_total", "Data sets held until their template arrives.", m.held_sets.get());
-        out.counter("nagare_decode_held_decoded_records_total", "Records decoded from held data sets once the template arrived.", m.held_decoded_records.get());
-        out.header("nagare_decode_held_dropped_total", "Held data sets dropped, by reason.", "counter");
-        out.sample("nagare_decode_held_dropped_total", &[("reason", "expired")], m.held_expired.get() as f64);
-        out.sample("nagare_decode_held_dropped_total", &[("reason", "overflow")], m.held_overflow.get() as f64);
-        out.gauge("nagare_decode_held_sets", "Data sets currently held for a template.", m.held_now.get() as f64);
-        out.gauge("nagare_decode_templates", "Templates currently known.", self.templates.len() as f64);
-        out.header("nagare_decode_templates_total", "Template records received, by outcome.", "counter");
+        out.counter(
+            "nagare_decode_template_misses_total",
+            "Data sets that arrived before their template.",
+            m.template_misses.get(),
+        );
+        out.counter(
+            "nagare_decode_held_sets_total",
+            "Data sets held until their template arrives.",
+            m.held_sets.get(),
+        );
+        out.counter(
+            "nagare_decode_held_decoded_records_total",
+            "Records decoded from held data sets once the template arrived.",
+            m.held_decoded_records.get(),
+        );
+        out.header(
+            "nagare_decode_held_dropped_total",
+            "Held data sets dropped, by reason.",
+            "counter",
+        );
+        out.sample(
+            "nagare_decode_held_dropped_total",
+            &[("reason", "expired")],
+            m.held_expired.get() as f64,
+        );
+        out.sample(
+            "nagare_decode_held_dropped_total",
+            &[("reason", "overflow")],
+            m.held_overflow.get() as f64,
+        );
+        out.gauge(
+            "nagare_decode_held_sets",
+            "Data sets currently held for a template.",
+            m.held_now.get() as f64,
+        );
+        out.gauge(
+            "nagare_decode_templates",
+            "Templates currently known.",
+            self.templates.len() as f64,
+        );
+        out.header(
+            "nagare_decode_templates_total",
+            "Template records received, by outcome.",
+            "counter",
+        );
         for (k, v) in [
             ("new", m.templates_new.get()),
             ("refreshed", m.templates_refreshed.get()),
@@ -909,9 +1015,21 @@ impl Decoder {
         ] {
             out.sample("nagare_decode_templates_total", &[("outcome", k)], v as f64);
         }
-        out.counter("nagare_decode_options_records_total", "Options data records applied (sampling, interface names).", m.options_records.get());
-        out.counter("nagare_decode_unknown_enterprise_values_total", "Values of unknown enterprise elements skipped by length.", m.unknown_enterprise_values.get());
-        out.gauge("nagare_decode_exporters", "Exporters (IP + observation domain) known.", self.exporters.len() as f64);
+        out.counter(
+            "nagare_decode_options_records_total",
+            "Options data records applied (sampling, interface names).",
+            m.options_records.get(),
+        );
+        out.counter(
+            "nagare_decode_unknown_enterprise_values_total",
+            "Values of unknown enterprise elements skipped by length.",
+            m.unknown_enterprise_values.get(),
+        );
+        out.gauge(
+            "nagare_decode_exporters",
+            "Exporters (IP + observation domain) known.",
+            self.exporters.len() as f64,
+        );
         let (per, other) = m.per_exporter.snapshot();
         let mut per: Vec<(String, Arc<ExporterCounters>)> =
             per.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
@@ -919,12 +1037,36 @@ impl Decoder {
         per.push(("other".to_string(), other));
         type Get = fn(&ExporterCounters) -> u64;
         let families: [(&str, &str, Get); 6] = [
-            ("nagare_decode_exporter_datagrams_total", "Datagrams per exporter.", |c| c.datagrams.get()),
-            ("nagare_decode_exporter_records_total", "Records per exporter.", |c| c.records.get()),
-            ("nagare_decode_exporter_errors_total", "Decode errors per exporter.", |c| c.errors.get()),
-            ("nagare_decode_exporter_template_misses_total", "Template misses per exporter.", |c| c.template_misses.get()),
-            ("nagare_decode_exporter_lost_records_total", "Records the exporter's sequence numbers say never arrived (v5, IPFIX).", |c| c.lost_records.get()),
-            ("nagare_decode_exporter_lost_datagrams_total", "Datagrams the exporter's sequence numbers say never arrived (v9).", |c| c.lost_datagrams.get()),
+            (
+                "nagare_decode_exporter_datagrams_total",
+                "Datagrams per exporter.",
+                |c| c.datagrams.get(),
+            ),
+            (
+                "nagare_decode_exporter_records_total",
+                "Records per exporter.",
+                |c| c.records.get(),
+            ),
+            (
+                "nagare_decode_exporter_errors_total",
+                "Decode errors per exporter.",
+                |c| c.errors.get(),
+            ),
+            (
+                "nagare_decode_exporter_template_misses_total",
+                "Template misses per exporter.",
+                |c| c.template_misses.get(),
+            ),
+            (
+                "nagare_decode_exporter_lost_records_total",
+                "Records the exporter's sequence numbers say never arrived (v5, IPFIX).",
+                |c| c.lost_records.get(),
+            ),
+            (
+                "nagare_decode_exporter_lost_datagrams_total",
+                "Datagrams the exporter's sequence numbers say never arrived (v9).",
+                |c| c.lost_datagrams.get(),
+            ),
         ];
         for (name, help, get) in families {
             out.header(name, help, "counter");

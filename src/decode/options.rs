@@ -43,7 +43,11 @@ fn text(b: &[u8]) -> String {
 }
 
 /// Applies one options data record (`vals` in template field order).
-pub fn apply_options_record(opts: &mut ExporterOptions, t: &Template, vals: &[&[u8]]) -> OptionsEffect {
+pub fn apply_options_record(
+    opts: &mut ExporterOptions,
+    t: &Template,
+    vals: &[&[u8]],
+) -> OptionsEffect {
     let mut sampler_id: Option<u32> = None;
     let mut interval: Option<u32> = None;
     let mut pkt_interval: Option<u32> = None;
@@ -108,7 +112,9 @@ pub fn apply_options_record(opts: &mut ExporterOptions, t: &Template, vals: &[&[
     }
     if let (Some(idx), Some(name)) = (
         ifindex,
-        if_name.filter(|s| !s.is_empty()).or(if_descr.filter(|s| !s.is_empty())),
+        if_name
+            .filter(|s| !s.is_empty())
+            .or(if_descr.filter(|s| !s.is_empty())),
     ) && (opts.if_names.len() < MAX_INTERFACES || opts.if_names.contains_key(&idx))
     {
         opts.if_names.insert(idx, name);
@@ -146,7 +152,10 @@ mod tests {
 
     #[test]
     fn sampler_table_and_default_rate() {
-        let tpl = t(10, vec![f(48, 1, false), f(305, 4, false), f(306, 4, false)]);
+        let tpl = t(
+            10,
+            vec![f(48, 1, false), f(305, 4, false), f(306, 4, false)],
+        );
         let mut o = ExporterOptions::default();
         let e = apply_options_record(&mut o, &tpl, &[&[3], &[0, 0, 0, 1], &[0, 0, 0, 99]]);
         assert!(e.sampling);
@@ -161,9 +170,15 @@ mod tests {
         let mut o = ExporterOptions::default();
         let tpl = t(9, vec![f(2, 4, true), f(82, 8, false)]);
         apply_options_record(&mut o, &tpl, &[&[0, 0, 0, 5], b"Gi0/1\0\0\0"]);
-        let tpl = t(10, vec![f(10, 4, false), f(82, VARLEN, false), f(83, VARLEN, false)]);
+        let tpl = t(
+            10,
+            vec![f(10, 4, false), f(82, VARLEN, false), f(83, VARLEN, false)],
+        );
         apply_options_record(&mut o, &tpl, &[&[0, 0, 0, 6], b"", b"uplink to core"]);
         assert_eq!(o.if_names.get(&5).map(String::as_str), Some("Gi0/1"));
-        assert_eq!(o.if_names.get(&6).map(String::as_str), Some("uplink to core"));
+        assert_eq!(
+            o.if_names.get(&6).map(String::as_str),
+            Some("uplink to core")
+        );
     }
 }

@@ -12,7 +12,7 @@ use netflow_parser::variable_versions::v9;
 use netflow_parser::variable_versions::v9::lookup::V9Field;
 
 use super::DecodeError;
-use super::fields::{RecordCtx, Scratch, Slot, Val, apply, finish, slot_for};
+use super::fields::{RecordCtx, RecordEnv, Scratch, Slot, Val, apply, finish, set, slot_for};
 use super::template::{FieldSpec, Template};
 use crate::model::{ExporterId, FlowRecord};
 
@@ -57,11 +57,10 @@ fn present(t: &Template) -> impl Iterator<Item = &FieldSpec> {
 pub fn decode_data_set(
     t: &Template,
     body: &[u8],
-    base: &FlowRecord,
-    ctx: &RecordCtx,
-    sampler_rate: &dyn Fn(u32) -> Option<u32>,
+    env: &RecordEnv<'_>,
     out: &mut Vec<FlowRecord>,
 ) -> Result<(usize, usize), DecodeError> {
+    let (base, ctx, sampler_rate) = (env.base, env.ctx, env.sampler_rate);
     let specs: Vec<&FieldSpec> = present(t).collect();
     if specs.is_empty() {
         return Ok((0, body.len()));
@@ -92,8 +91,8 @@ pub fn decode_data_set(
             field_count: fields.len() as u16,
             fields,
         };
-        let (rest, data) =
-            v9::Data::parse_with_limits(body, &tpl, limits()).map_err(|_| DecodeError::Reference)?;
+        let (rest, data) = v9::Data::parse_with_limits(body, &tpl, limits())
+            .map_err(|_| DecodeError::Reference)?;
         let n = data.fields.len();
         for rec in &data.fields {
             emit(&mut rec.iter().map(|(_, v)| v));
@@ -146,7 +145,10 @@ pub fn decode_v5(
         .map_err(|_| DecodeError::V5Malformed)?;
     let h = v5.header;
     // Engine type and id identify the exporting engine, like a v9 source id.
-    let exporter = ExporterId::new(src, (u32::from(h.engine_type) << 8) | u32::from(h.engine_id));
+    let exporter = ExporterId::new(
+        src,
+        (u32::from(h.engine_type) << 8) | u32::from(h.engine_id),
+    );
     // Top two bits: sampling mode; low 14 bits: interval.
     let interval = u32::from(h.sampling_interval & 0x3fff);
     // Some exporters set the interval without the mode bits; an interval above 1 is
@@ -173,13 +175,11 @@ pub fn decode_v5(
         r.tos = f.tos;
         r.src_as = u32::from(f.src_as);
         r.dst_as = u32::from(f.dst_as);
-        let s = Scratch {
-            bytes: Some(u64::from(f.d_octets)),
-            packets: Some(u64::from(f.d_pkts)),
-            start_uptime: Some(f.first),
-            end_uptime: Some(f.last),
-            ..Default::default()
-        };
+        let mut s = Scratch::default();
+        set!(s, bytes, u64::from(f.d_octets));
+        set!(s, packets, u64::from(f.d_pkts));
+        set!(s, start_uptime, f.first);
+        set!(s, end_uptime, f.last);
         finish(&mut r, &s, &ctx, |_| None);
         out.push(r);
     }

@@ -46,6 +46,10 @@ pub struct CompiledField {
     pub off: u16,
     pub len: u16,
     pub slot: Slot,
+    /// The value is handed over as bytes (addresses, strings), not as an integer.
+    pub raw: bool,
+    /// Width-specialized operation for the hottest elements.
+    pub op: super::fast::Op,
 }
 
 /// A fixed-length data template compiled to offsets: the fast path reads each record
@@ -76,7 +80,13 @@ impl Template {
         let has_varlen = fields.iter().any(|f| f.len == VARLEN);
         let min_record_len = fields
             .iter()
-            .map(|f| if f.len == VARLEN { 1 } else { usize::from(f.len) })
+            .map(|f| {
+                if f.len == VARLEN {
+                    1
+                } else {
+                    usize::from(f.len)
+                }
+            })
             .sum();
         let unknown_enterprise = fields
             .iter()
@@ -92,6 +102,8 @@ impl Template {
                         off: off as u16,
                         len: f.len,
                         slot,
+                        raw: slot.is_addr() || slot.is_bytes(),
+                        op: super::fast::Op::compile(slot, f.len),
                     });
                 }
                 off += usize::from(f.len);

@@ -173,6 +173,8 @@ pub struct Exporter {
     pub sampling: u32,
     /// Interface names announced in options data (IPFIX and v9).
     pub if_names: Vec<(u32, String)>,
+    /// Largest datagram produced (v9 and IPFIX).
+    pub mtu: usize,
     seq: u32,
     datagrams: u32,
 }
@@ -186,6 +188,7 @@ impl Exporter {
             template_every: 20,
             sampling: 1,
             if_names: Vec::new(),
+            mtu: MTU_PAYLOAD,
             seq: 0,
             datagrams: 0,
         }
@@ -201,7 +204,7 @@ impl Exporter {
     }
 
     fn templates_due(&mut self) -> bool {
-        let due = self.datagrams % self.template_every.max(1) == 0;
+        let due = self.datagrams.is_multiple_of(self.template_every.max(1));
         self.datagrams = self.datagrams.wrapping_add(1);
         due
     }
@@ -289,7 +292,7 @@ impl Exporter {
             p.extend_from_slice(&4u16.to_be_bytes());
             p.extend_from_slice(&82u16.to_be_bytes());
             p.extend_from_slice(&32u16.to_be_bytes());
-            while (p.len() - s) % 4 != 0 {
+            while !(p.len() - s).is_multiple_of(4) {
                 p.push(0);
             }
             let l = (p.len() - s) as u16;
@@ -305,7 +308,7 @@ impl Exporter {
                 p.extend_from_slice(&b);
                 count += 1;
             }
-            while (p.len() - s) % 4 != 0 {
+            while !(p.len() - s).is_multiple_of(4) {
                 p.push(0);
             }
             let l = (p.len() - s) as u16;
@@ -329,13 +332,13 @@ impl Exporter {
                 let v6 = records[i].src.is_ipv6() || records[i].dst.is_ipv6();
                 let (tid, fields) = if v6 { (TPL_V6, V9_V6) } else { (TPL_V4, V9_V4) };
                 let rec_len: usize = fields.iter().map(|f| usize::from(f.1)).sum();
-                if p.len() + 4 + rec_len > MTU_PAYLOAD {
+                if p.len() + 4 + rec_len > self.mtu {
                     break;
                 }
                 let s = p.len();
                 p.extend_from_slice(&tid.to_be_bytes());
                 p.extend_from_slice(&[0, 0]);
-                while i < records.len() && p.len() + rec_len <= MTU_PAYLOAD {
+                while i < records.len() && p.len() + rec_len <= self.mtu {
                     let r = &records[i];
                     if (r.src.is_ipv6() || r.dst.is_ipv6()) != v6 {
                         break;
@@ -362,7 +365,7 @@ impl Exporter {
                     count += 1;
                     i += 1;
                 }
-                while (p.len() - s) % 4 != 0 {
+                while !(p.len() - s).is_multiple_of(4) {
                     p.push(0);
                 }
                 let l = (p.len() - s) as u16;
@@ -381,7 +384,11 @@ impl Exporter {
         let s = p.len();
         p.extend_from_slice(&2u16.to_be_bytes());
         p.extend_from_slice(&[0, 0]);
-        for (id, fields) in [(TPL_V4, IPFIX_V4), (TPL_V6, IPFIX_V6), (TPL_VMWARE, IPFIX_VMWARE)] {
+        for (id, fields) in [
+            (TPL_V4, IPFIX_V4),
+            (TPL_V6, IPFIX_V6),
+            (TPL_VMWARE, IPFIX_VMWARE),
+        ] {
             p.extend_from_slice(&id.to_be_bytes());
             p.extend_from_slice(&(fields.len() as u16).to_be_bytes());
             for (fid, pen, len) in fields {
@@ -438,7 +445,7 @@ impl Exporter {
         let mut out = Vec::new();
         let mut i = 0;
         loop {
-            let mut p = Vec::with_capacity(MTU_PAYLOAD);
+            let mut p = Vec::with_capacity(self.mtu);
             p.extend_from_slice(&10u16.to_be_bytes());
             p.extend_from_slice(&[0, 0]);
             p.extend_from_slice(&((now_ms / 1000) as u32).to_be_bytes());
@@ -466,28 +473,57 @@ impl Exporter {
                 };
                 let max_rec: usize = fields
                     .iter()
-                    .map(|f| if f.2 == 0xffff { 3 + 255 } else { usize::from(f.2) })
+                    .map(|f| {
+                        if f.2 == 0xffff {
+                            3 + 255
+                        } else {
+                            usize::from(f.2)
+                        }
+                    })
                     .sum();
-                if p.len() + 4 + max_rec > MTU_PAYLOAD {
+                if p.len() + 4 + max_rec > self.mtu {
                     break;
                 }
                 let s = p.len();
                 p.extend_from_slice(&tid.to_be_bytes());
                 p.extend_from_slice(&[0, 0]);
-                while i < records.len() && kind(&records[i]) == tid && p.len() + max_rec <= MTU_PAYLOAD {
+                while i < records.len() && kind(&records[i]) == tid && p.len() + max_rec <= self.mtu
+                {
                     let r = &records[i];
                     for (fid, pen, len) in fields {
                         if *pen == PEN_VMWARE {
                             let vm = r.vmware.as_ref();
                             match fid {
-                                880 => put_uint(&mut p, vm.map_or(0, |v| u64::from(v.tenant_protocol)), *len),
+                                880 => put_uint(
+                                    &mut p,
+                                    vm.map_or(0, |v| u64::from(v.tenant_protocol)),
+                                    *len,
+                                ),
                                 881 => put_addr(&mut p, vm.map_or(r.src, |v| v.tenant_src), *len),
                                 882 => put_addr(&mut p, vm.map_or(r.dst, |v| v.tenant_dst), *len),
-                                886 => put_uint(&mut p, vm.map_or(0, |v| u64::from(v.tenant_src_port)), *len),
-                                887 => put_uint(&mut p, vm.map_or(0, |v| u64::from(v.tenant_dst_port)), *len),
-                                890 => put_uint(&mut p, vm.map_or(0, |v| u64::from(v.ingress_attr)), *len),
-                                888 => put_uint(&mut p, vm.map_or(0, |v| u64::from(v.egress_attr)), *len),
-                                950 => put_uint(&mut p, vm.map_or(0, |v| u64::from(v.rule_id)), *len),
+                                886 => put_uint(
+                                    &mut p,
+                                    vm.map_or(0, |v| u64::from(v.tenant_src_port)),
+                                    *len,
+                                ),
+                                887 => put_uint(
+                                    &mut p,
+                                    vm.map_or(0, |v| u64::from(v.tenant_dst_port)),
+                                    *len,
+                                ),
+                                890 => put_uint(
+                                    &mut p,
+                                    vm.map_or(0, |v| u64::from(v.ingress_attr)),
+                                    *len,
+                                ),
+                                888 => put_uint(
+                                    &mut p,
+                                    vm.map_or(0, |v| u64::from(v.egress_attr)),
+                                    *len,
+                                ),
+                                950 => {
+                                    put_uint(&mut p, vm.map_or(0, |v| u64::from(v.rule_id)), *len)
+                                }
                                 898 => {
                                     let name = vm.map_or("", |v| v.virtual_obs_id.as_str());
                                     let b = &name.as_bytes()[..name.len().min(254)];
@@ -536,6 +572,8 @@ impl Exporter {
 
     /// A datagram carrying only the templates (and options), as sent on a refresh.
     pub fn templates_only(&mut self, now_ms: i64) -> Vec<u8> {
+        // counts as the datagram that carried the templates
+        self.datagrams = self.datagrams.wrapping_add(1);
         match self.version {
             9 => {
                 let mut p = self.v9_header(now_ms);
@@ -626,10 +664,17 @@ mod tests {
             let input: Vec<GenRecord> = if version == 10 {
                 recs.clone()
             } else {
-                recs.iter().filter(|r| r.vmware.is_none() && (version == 9 || r.src.is_ipv4())).cloned().collect()
+                recs.iter()
+                    .filter(|r| r.vmware.is_none() && (version == 9 || r.src.is_ipv4()))
+                    .cloned()
+                    .collect()
             };
             let dgs = e.encode(&input, t0);
-            let limit = if version == 5 { 24 + 30 * 48 } else { MTU_PAYLOAD };
+            let limit = if version == 5 {
+                24 + 30 * 48
+            } else {
+                MTU_PAYLOAD
+            };
             assert!(dgs.iter().all(|d| d.len() <= limit), "v{version} over MTU");
             let got = decode(&dgs, DecodeMode::Auto);
             assert_eq!(got.len(), input.len(), "v{version}");
@@ -637,13 +682,24 @@ mod tests {
                 let (s, sp, d, dp, _) = g.effective_endpoints();
                 match &r.vmware {
                     Some(v) => {
-                        assert_eq!((s, sp, d, dp), (v.tenant_src, v.tenant_src_port, v.tenant_dst, v.tenant_dst_port));
+                        assert_eq!(
+                            (s, sp, d, dp),
+                            (
+                                v.tenant_src,
+                                v.tenant_src_port,
+                                v.tenant_dst,
+                                v.tenant_dst_port
+                            )
+                        );
                         assert_eq!(g.vmware.virtual_obs_id.as_str(), v.virtual_obs_id);
                         assert_eq!(g.vmware.rule_id, v.rule_id);
                     }
                     None => assert_eq!((s, sp, d, dp), (r.src, r.src_port, r.dst, r.dst_port)),
                 }
-                assert_eq!((g.bytes, g.packets, g.protocol), (r.bytes, r.packets, r.protocol));
+                assert_eq!(
+                    (g.bytes, g.packets, g.protocol),
+                    (r.bytes, r.packets, r.protocol)
+                );
                 // v5/v9 carry times as uptime in ms, IPFIX as absolute ms.
                 assert_eq!((g.start_ms, g.end_ms), (r.start_ms, r.end_ms), "v{version}");
                 assert_eq!((g.in_if, g.out_if), (r.in_if, r.out_if));
@@ -677,45 +733,69 @@ mod differential {
 
     fn arb_ip() -> impl Strategy<Value = IpAddr> {
         prop_oneof![
-            any::<[u8; 4]>().prop_map(|b| IpAddr::from(b)),
-            any::<[u8; 16]>().prop_map(|b| IpAddr::from(b)),
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
         ]
     }
 
     fn arb_record() -> impl Strategy<Value = GenRecord> {
         (
-            (arb_ip(), arb_ip(), any::<u16>(), any::<u16>(), any::<u8>(), any::<u8>()),
-            (any::<u32>(), any::<u32>(), 0i64..4_000_000_000_000, 0i64..100_000),
+            (
+                arb_ip(),
+                arb_ip(),
+                any::<u16>(),
+                any::<u16>(),
+                any::<u8>(),
+                any::<u8>(),
+            ),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                0i64..4_000_000_000_000,
+                0i64..100_000,
+            ),
             (any::<u32>(), any::<u32>(), 0u16..4096, 0u8..2),
-            proptest::option::of(("[a-z0-9-]{0,40}", any::<u32>(), any::<[u8; 4]>(), any::<[u8; 4]>())),
+            proptest::option::of((
+                "[a-z0-9-]{0,40}",
+                any::<u32>(),
+                any::<[u8; 4]>(),
+                any::<[u8; 4]>(),
+            )),
         )
-            .prop_map(|((src, dst, sp, dp, proto, flags), (bytes, packets, start, dur), (i, o, vlan, dir), vm)| GenRecord {
-                src,
-                dst,
-                src_port: sp,
-                dst_port: dp,
-                protocol: proto,
-                tcp_flags: flags,
-                bytes: u64::from(bytes),
-                packets: u64::from(packets),
-                start_ms: start,
-                end_ms: start + dur,
-                in_if: i,
-                out_if: o,
-                vlan,
-                direction: dir,
-                vmware: vm.map(|(name, rule, a, b)| GenVmware {
-                    tenant_src: IpAddr::from(a),
-                    tenant_dst: IpAddr::from(b),
-                    tenant_src_port: sp,
-                    tenant_dst_port: dp,
-                    tenant_protocol: proto,
-                    ingress_attr: 2,
-                    egress_attr: 3,
-                    virtual_obs_id: name,
-                    rule_id: rule,
-                }),
-            })
+            .prop_map(
+                |(
+                    (src, dst, sp, dp, proto, flags),
+                    (bytes, packets, start, dur),
+                    (i, o, vlan, dir),
+                    vm,
+                )| GenRecord {
+                    src,
+                    dst,
+                    src_port: sp,
+                    dst_port: dp,
+                    protocol: proto,
+                    tcp_flags: flags,
+                    bytes: u64::from(bytes),
+                    packets: u64::from(packets),
+                    start_ms: start,
+                    end_ms: start + dur,
+                    in_if: i,
+                    out_if: o,
+                    vlan,
+                    direction: dir,
+                    vmware: vm.map(|(name, rule, a, b)| GenVmware {
+                        tenant_src: IpAddr::from(a),
+                        tenant_dst: IpAddr::from(b),
+                        tenant_src_port: sp,
+                        tenant_dst_port: dp,
+                        tenant_protocol: proto,
+                        ingress_attr: 2,
+                        egress_attr: 3,
+                        virtual_obs_id: name,
+                        rule_id: rule,
+                    }),
+                },
+            )
     }
 
     proptest! {

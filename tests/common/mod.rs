@@ -23,7 +23,14 @@ pub fn shared_dir() -> PathBuf {
 
 /// Path of an external tool; interop tests fail loudly when it is missing.
 pub fn tool(name: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin"] {
+    for dir in [
+        "/usr/bin",
+        "/usr/sbin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+        "/bin",
+        "/sbin",
+    ] {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return p;
@@ -118,7 +125,11 @@ pub fn tshark_totals(datagrams: &[UdpDatagram]) -> Totals {
     }
     cmd.args(["-T", "json", "--no-duplicate-keys"]);
     let out = cmd.output().expect("run tshark");
-    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let frames: serde_json::Value = serde_json::from_slice(&out.stdout).expect("tshark json");
     let mut t = Totals::default();
     // (source, domain, template id) -> is an options template
@@ -191,11 +202,21 @@ pub fn tshark_totals(datagrams: &[UdpDatagram]) -> Totals {
                             t.records += 1;
                             t.bytes += first_of(
                                 rec,
-                                &["cflow.octets", "cflow.octets64", "cflow.permanent_octets", "cflow.initiator_octets"],
+                                &[
+                                    "cflow.octets",
+                                    "cflow.octets64",
+                                    "cflow.permanent_octets",
+                                    "cflow.initiator_octets",
+                                ],
                             );
                             t.packets += first_of(
                                 rec,
-                                &["cflow.packets", "cflow.packets64", "cflow.permanent_packets", "cflow.initiator_packets"],
+                                &[
+                                    "cflow.packets",
+                                    "cflow.packets64",
+                                    "cflow.permanent_packets",
+                                    "cflow.initiator_packets",
+                                ],
                             );
                             t.bytes += first_of(rec, &["cflow.responder_octets"]);
                             t.packets += first_of(rec, &["cflow.responder_packets"]);
@@ -238,10 +259,12 @@ pub fn beats_sequences(yaml: &str) -> Vec<(String, Vec<String>)> {
             in_files = false;
         } else if indent == 4 {
             in_files = s == "files:";
-        } else if indent >= 6 && in_files && s.starts_with("- ") {
-            if let Some(last) = out.last_mut() {
-                last.1.push(s[2..].trim().to_string());
-            }
+        } else if indent >= 6
+            && in_files
+            && s.starts_with("- ")
+            && let Some(last) = out.last_mut()
+        {
+            last.1.push(s[2..].trim().to_string());
         }
     }
     out
@@ -264,7 +287,14 @@ impl Daemon {
         let log = state_dir.with_extension("stderr.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nagare"));
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log", "info"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--log",
+                "info",
+            ])
             .arg("--state-dir")
             .arg(state_dir)
             .args(extra)
@@ -314,7 +344,9 @@ impl Daemon {
 
     pub fn get(&self, path: &str) -> String {
         let url = format!("http://{}{}", self.http, path);
-        let mut resp = ureq::get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let mut resp = ureq::get(&url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         resp.body_mut().read_to_string().expect("body")
     }
 
@@ -329,7 +361,12 @@ impl Daemon {
     }
 
     /// Polls until `pred` holds on the metrics (or panics after `secs`).
-    pub fn wait_metrics(&self, secs: u64, what: &str, pred: impl Fn(&HashMap<String, f64>) -> bool) -> HashMap<String, f64> {
+    pub fn wait_metrics(
+        &self,
+        secs: u64,
+        what: &str,
+        pred: impl Fn(&HashMap<String, f64>) -> bool,
+    ) -> HashMap<String, f64> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
             let m = self.metrics();
@@ -337,7 +374,10 @@ impl Daemon {
                 return m;
             }
             if std::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what}; metrics:\n{}", self.get("/metrics"));
+                panic!(
+                    "timed out waiting for {what}; metrics:\n{}",
+                    self.get("/metrics")
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -351,7 +391,10 @@ impl Daemon {
         }
         let status = self.child.wait().expect("wait");
         let log = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
-        assert!(status.success(), "nagare exited with {status}; stderr:\n{log}");
+        assert!(
+            status.success(),
+            "nagare exited with {status}; stderr:\n{log}"
+        );
         log
     }
 
