@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::ApiConfig;
 use crate::decode::DecodeConfig;
+use crate::enrich::EnrichConfig;
 use crate::listener::ListenerConfig;
+use crate::rollup::RollupConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,6 +32,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub listener: ListenerConfig,
     pub decode: DecodeConfig,
+    pub enrich: EnrichConfig,
+    pub rollup: RollupConfig,
     pub http: ApiConfig,
 }
 
@@ -39,6 +43,8 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/nagare"),
             listener: ListenerConfig::default(),
             decode: DecodeConfig::default(),
+            enrich: EnrichConfig::default(),
+            rollup: RollupConfig::default(),
             http: ApiConfig::default(),
         }
     }

@@ -9,8 +9,10 @@ use std::time::Duration;
 use crate::api::http::{self, HttpState, MetricsSource};
 use crate::config::Config;
 use crate::decode::{Decoder, PersistedDecodeState};
+use crate::enrich::Enricher;
 use crate::listener::Listener;
 use crate::pipeline::Pipeline;
+use crate::rollup::Rollup;
 use crate::telemetry::Exposition;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,10 @@ pub enum DaemonError {
     Api(#[from] crate::api::ApiError),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Enrich(#[from] crate::enrich::EnrichError),
+    #[error(transparent)]
+    Rollup(#[from] crate::rollup::RollupError),
 }
 
 /// What a started daemon is bound to.
@@ -109,22 +115,38 @@ pub async fn run(
     let decoder = Arc::new(Decoder::new(cfg.decode.clone()));
     load_decoder_state(&decoder, &state_dir);
 
-    let pipeline = Arc::new(Pipeline::counting());
-    let listener = Arc::new(Listener::start(
-        &cfg.listener,
-        decoder.clone(),
-        pipeline.clone(),
-    )?);
+    let enricher = Arc::new(Enricher::new(cfg.enrich.clone())?);
+    let (rollup, report) = Rollup::start(&cfg.rollup, Some(state_dir.clone()), enricher.clone())?;
+    for bad in &report.bad_frames {
+        tracing::error!(problem = %bad, "damaged rollup data skipped");
+    }
+    tracing::info!(
+        chunks = report.chunks,
+        rows = report.rows,
+        recovered = report.recovered,
+        damaged = report.bad_frames.len(),
+        seconds = report.seconds,
+        "history loaded"
+    );
+    let pipeline = {
+        let rollup = rollup.clone();
+        Arc::new(Pipeline::with_next(Box::new(move |batch| rollup.ingest(batch))))
+    };
+    let listener = Arc::new(Listener::start(&cfg.listener, decoder.clone(), pipeline.clone())?);
     let udp = listener.local_addrs();
 
     let metrics: Arc<dyn MetricsSource> = {
         let decoder = decoder.clone();
         let listener = listener.clone();
         let pipeline = pipeline.clone();
+        let enricher = enricher.clone();
+        let rollup = rollup.clone();
         Arc::new(move |out: &mut Exposition| {
             listener.render_metrics(out);
             decoder.render_metrics(out);
             pipeline.render_metrics(out);
+            enricher.render_metrics(out);
+            rollup.render_metrics(out);
         })
     };
     let tcp = http::bind(cfg.http.listen).await?;
@@ -141,15 +163,40 @@ pub async fn run(
         let decoder = decoder.clone();
         let listener = listener.clone();
         let dir = state_dir.clone();
+        let enricher = enricher.clone();
+        let rollup = rollup.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut n: u64 = 0;
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             loop {
+                let hup_fut = async {
+                    match hup.as_mut() {
+                        Some(h) => {
+                            h.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
                     _ = tick.tick() => {}
+                    _ = hup_fut => {
+                        tracing::info!("SIGHUP: reloading the inventory and GeoIP database");
+                        let e = enricher.clone();
+                        let _ = tokio::task::spawn_blocking(move || e.reload(true)).await;
+                        continue;
+                    }
                     _ = stop_bg_rx.changed() => break,
                 }
                 n += 1;
+                if n.is_multiple_of(2) {
+                    let e = enricher.clone();
+                    let _ = tokio::task::spawn_blocking(move || e.reload(false)).await;
+                }
+                if n.is_multiple_of(60) {
+                    let r = rollup.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.store.expire(now_ms() / 1000)).await;
+                }
                 if decoder.take_dirty() {
                     let d = decoder.clone();
                     let dir = dir.clone();
@@ -189,6 +236,11 @@ pub async fn run(
     {
         let l = listener.clone();
         let _ = tokio::task::spawn_blocking(move || l.stop()).await;
+    }
+    {
+        // drain the shard queues, close every open bucket, wait for the disk
+        let r = rollup.clone();
+        let _ = tokio::task::spawn_blocking(move || r.stop()).await;
     }
     save_decoder_state(&decoder, &state_dir);
     let _ = stop_http_tx.send(());

@@ -19,6 +19,12 @@ impl ExporterId {
     }
 }
 
+impl Default for ExporterId {
+    fn default() -> Self {
+        Self::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+    }
+}
+
 impl fmt::Display for ExporterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.ip, self.domain)

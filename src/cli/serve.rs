@@ -20,6 +20,13 @@ pub struct ServeArgs {
     /// Directory for state that must survive a restart. Default /var/lib/nagare.
     #[arg(long, env = "STATE_DIRECTORY")]
     pub state_dir: Option<PathBuf>,
+    /// Inventory file (hosts, VMs, L2 networks, subnets, switches). Reloaded on SIGHUP
+    /// and when it changes.
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
+    /// Country database (.mmdb, GeoLite2-Country or ip-location-db layout).
+    #[arg(long)]
+    pub geoip: Option<PathBuf>,
     /// Log filter (RUST_LOG syntax), e.g. info or nagare=debug.
     #[arg(long, default_value = "info")]
     pub log: String,
@@ -35,6 +42,12 @@ pub fn build_config(a: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(h) = a.http {
         cfg.http.listen = h;
+    }
+    if let Some(p) = &a.inventory {
+        cfg.enrich.inventory = Some(p.clone());
+    }
+    if let Some(p) = &a.geoip {
+        cfg.enrich.geoip = Some(p.clone());
     }
     if let Some(d) = &a.state_dir {
         // systemd's STATE_DIRECTORY may list several directories separated by ':'.

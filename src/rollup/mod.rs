@@ -1,0 +1,568 @@
+//! Rollups: enriched flows routed to shards by their address pair, folded into vRNI
+//! flows and sessions, and accumulated into time buckets at several resolutions, each
+//! with its own retention, a cardinality cap and an exact overflow row.
+//!
+//! ```text
+//! listener threads --enrich--> route(hash of the address pair) --bounded queue--> shard threads
+//!   shard: fold -> tags -> open buckets (1m, 5m, 1h ...) --close--> store (memory + segments)
+//! ```
+//! Records are placed by their flow start time: late and replayed records land in their
+//! own (re-opened) bucket while it is within retention; older and far-future ones are
+//! refused and counted.
+
+pub mod chunk;
+pub mod merge;
+pub mod segment;
+pub mod shard;
+pub mod store;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHasher;
+use serde::{Deserialize, Serialize};
+
+use crate::enrich::fold::{FoldLimits, FoldMetrics, observation_point};
+use crate::enrich::{Endpoint, Enricher, countries};
+use crate::model::{FlowRecord, ip_to_u128};
+use crate::sym;
+use crate::telemetry::{Counter, Exposition, Gauge};
+use chunk::ObsPoint;
+use store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RollupError {
+    #[error("invalid rollup configuration: {0}")]
+    Config(String),
+    #[error("cannot start shard thread: {0}")]
+    Thread(std::io::Error),
+    #[error(transparent)]
+    Segment(#[from] segment::SegmentError),
+}
+
+/// Parses "90s", "5m", "2h", "14d", "1w" (or a plain number of seconds).
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: i64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 90s, 5m, 2h, 14d"))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("'{s}': unknown unit (use s, m, h, d or w)")),
+    };
+    Ok(n * mult)
+}
+
+/// A duration in the config: "2d" or a number of seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum DurationSpec {
+    Secs(i64),
+    Text(String),
+}
+
+impl DurationSpec {
+    pub fn secs(&self) -> Result<i64, String> {
+        match self {
+            DurationSpec::Secs(s) => Ok(*s),
+            DurationSpec::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+/// One resolution in the config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolutionSpec {
+    /// Bucket size ("1m", "5m", "1h" or seconds).
+    pub bucket: DurationSpec,
+    /// How long buckets are kept ("2d", "14d", "90d").
+    pub retention: DurationSpec,
+    /// Rows (distinct flows) per bucket per shard; past it flows go to the bucket's
+    /// overflow row, which keeps totals exact.
+    #[serde(default = "default_max_rows")]
+    pub max_rows_per_bucket: usize,
+}
+
+fn default_max_rows() -> usize {
+    200_000
+}
+
+/// A validated resolution.
+#[derive(Debug, Clone)]
+pub struct ResolutionConfig {
+    pub seconds: u32,
+    pub retention_secs: i64,
+    pub max_rows: usize,
+    /// A bucket closes this long after its end (waiting for slightly late records).
+    pub grace_secs: i64,
+    pub max_future_secs: i64,
+}
+
+/// `[rollup]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollupConfig {
+    /// Shard threads (0 = one per CPU, at most 8).
+    pub shards: usize,
+    /// Batches of flows queued per shard; a full queue drops the batch (counted).
+    pub queue_batches: usize,
+    /// Resolutions, finest first.
+    pub resolutions: Vec<ResolutionSpec>,
+    /// Sessions tracked for folding and session counting (all shards together).
+    pub max_sessions: usize,
+    /// A session idle this long (by flow time) is finished.
+    pub session_idle: DurationSpec,
+    /// Memory for stored rows; past it the finest resolution's oldest buckets leave
+    /// memory (they stay on disk). 0 = unlimited.
+    pub memory_budget_bytes: usize,
+    /// Records timestamped this far in the future are refused (clock skew allowance).
+    pub max_future: DurationSpec,
+    /// Labels per dimension in the /metrics summary of the last closed minute (top N by
+    /// bytes, the rest as `other`).
+    pub metrics_top: usize,
+}
+
+impl Default for RollupConfig {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            queue_batches: 1024,
+            resolutions: vec![
+                ResolutionSpec {
+                    bucket: DurationSpec::Text("1m".into()),
+                    retention: DurationSpec::Text("2d".into()),
+                    max_rows_per_bucket: 100_000,
+                },
+                ResolutionSpec {
+                    bucket: DurationSpec::Text("5m".into()),
+                    retention: DurationSpec::Text("14d".into()),
+                    max_rows_per_bucket: 200_000,
+                },
+                ResolutionSpec {
+                    bucket: DurationSpec::Text("1h".into()),
+                    retention: DurationSpec::Text("90d".into()),
+                    max_rows_per_bucket: 400_000,
+                },
+            ],
+            max_sessions: 2_000_000,
+            session_idle: DurationSpec::Text("5m".into()),
+            memory_budget_bytes: 4 << 30,
+            max_future: DurationSpec::Text("5m".into()),
+            metrics_top: 10,
+        }
+    }
+}
+
+impl RollupConfig {
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8)
+        } else {
+            self.shards.min(64)
+        }
+    }
+
+    /// Validated resolutions, finest first.
+    pub fn resolutions(&self) -> Result<Vec<ResolutionConfig>, RollupError> {
+        let max_future = self.max_future.secs().map_err(RollupError::Config)?;
+        let mut v = Vec::new();
+        for r in &self.resolutions {
+            let secs = r.bucket.secs().map_err(RollupError::Config)?;
+            let ret = r.retention.secs().map_err(RollupError::Config)?;
+            if !(1..=86_400).contains(&secs) || 86_400 % secs != 0 && secs % 60 != 0 {
+                return Err(RollupError::Config(format!("bucket {secs}s: use 1s..1d, dividing a day")));
+            }
+            if ret < secs {
+                return Err(RollupError::Config(format!("retention {ret}s is shorter than its bucket {secs}s")));
+            }
+            v.push(ResolutionConfig {
+                seconds: secs as u32,
+                retention_secs: ret,
+                max_rows: r.max_rows_per_bucket.max(1),
+                grace_secs: (secs / 6).clamp(5, 60),
+                max_future_secs: max_future,
+            });
+        }
+        v.sort_by_key(|r| r.seconds);
+        if v.is_empty() {
+            return Err(RollupError::Config("at least one resolution is needed".into()));
+        }
+        for w in v.windows(2) {
+            if w[1].seconds % w[0].seconds != 0 {
+                return Err(RollupError::Config(format!(
+                    "bucket {}s is not a multiple of {}s",
+                    w[1].seconds, w[0].seconds
+                )));
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// What a shard needs of one record: both ends enriched, counters, time, and where it
+/// was observed.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowIn {
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub tcp_flags: u16,
+    pub biflow_direction: u8,
+    pub bytes: u64,
+    pub packets: u64,
+    pub rev_bytes: u64,
+    pub rev_packets: u64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub obs: ObsPoint,
+    /// Fold observation point (includes VMware port attributes).
+    pub obs_hash: u32,
+    /// Counts for the switch ports it crossed (not for ESXi/VDS exports).
+    pub switch_port: bool,
+    pub rule: u32,
+    /// Outer (VTEP) pair of an overlay flow.
+    pub outer: Option<(Endpoint, Endpoint)>,
+}
+
+impl FlowIn {
+    /// Enriches a record (the tenant pair when VMware overlay elements are present).
+    pub fn from_record(r: &FlowRecord, t: &crate::enrich::Tables, geo: &crate::enrich::geoip::GeoTable) -> Self {
+        let (src, sp, dst, dp, proto) = r.effective_endpoints();
+        let overlay = src != r.src || dst != r.dst;
+        let src_ep = t.endpoint(geo, src, if overlay { 0 } else { r.vlan }, if overlay { 0 } else { r.src_as });
+        let dst_ep = t.endpoint(geo, dst, if overlay { 0 } else { r.post_vlan }, if overlay { 0 } else { r.dst_as });
+        let outer = overlay.then(|| (t.endpoint(geo, r.src, r.vlan, r.src_as), t.endpoint(geo, r.dst, r.post_vlan, r.dst_as)));
+        Self {
+            src: src_ep,
+            dst: dst_ep,
+            src_port: sp,
+            dst_port: dp,
+            proto,
+            tcp_flags: r.tcp_flags,
+            biflow_direction: r.biflow_direction,
+            bytes: r.bytes,
+            packets: r.packets,
+            rev_bytes: r.reverse_bytes,
+            rev_packets: r.reverse_packets,
+            start_ms: r.start_ms,
+            end_ms: r.end_ms,
+            obs: ObsPoint {
+                exporter: r.exporter,
+                in_if: r.in_if,
+                out_if: r.out_if,
+            },
+            obs_hash: observation_point(r),
+            switch_port: !r.vmware.present,
+            rule: r.vmware.rule_id,
+            outer,
+        }
+    }
+
+    /// The shard of a flow: both directions and every session of an address pair meet
+    /// in the same shard.
+    pub fn shard_of(&self, shards: usize) -> usize {
+        let (a, b) = (ip_to_u128(self.src.ip), ip_to_u128(self.dst.ip));
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut h = FxHasher::default();
+        lo.hash(&mut h);
+        hi.hash(&mut h);
+        self.proto.hash(&mut h);
+        (h.finish() % shards.max(1) as u64) as usize
+    }
+}
+
+/// Per-shard counters.
+#[derive(Default)]
+pub struct ShardMetrics {
+    pub records: Counter,
+    pub refused_old: Counter,
+    pub refused_future: Counter,
+    pub overflow_records: Counter,
+    pub queue_dropped: Counter,
+    pub open_buckets: Gauge,
+    pub sessions: Gauge,
+}
+
+/// The rollup stage: router and shard threads.
+pub struct Rollup {
+    pub store: Arc<Store>,
+    enricher: Arc<Enricher>,
+    senders: arc_swap::ArcSwap<Vec<crossbeam_channel::Sender<Vec<FlowIn>>>>,
+    shards: usize,
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    pub shard_metrics: Vec<Arc<ShardMetrics>>,
+    pub fold_metrics: Vec<Arc<FoldMetrics>>,
+    top: usize,
+}
+
+impl Rollup {
+    /// Loads the history from `state_dir/rollup`, then starts the shard threads.
+    pub fn start(cfg: &RollupConfig, state_dir: Option<PathBuf>, enricher: Arc<Enricher>) -> Result<(Arc<Self>, store::LoadReport), RollupError> {
+        let res = cfg.resolutions()?;
+        let shards = cfg.shard_count();
+        let caps: Vec<usize> = res.iter().map(|r| r.max_rows).collect();
+        let store = Store::new(state_dir.map(|d| d.join("rollup")), res, shards, cfg.memory_budget_bytes);
+        let report = store.load(crate::daemon::now_ms() / 1000, &caps)?;
+        let fold = FoldLimits {
+            max_sessions: (cfg.max_sessions / shards).max(1024),
+            idle_ms: cfg.session_idle.secs().map_err(RollupError::Config)? * 1000,
+        };
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        let mut shard_metrics = Vec::new();
+        let mut fold_metrics = Vec::new();
+        for id in 0..shards {
+            let (tx, rx) = crossbeam_channel::bounded::<Vec<FlowIn>>(cfg.queue_batches.max(1));
+            let m = Arc::new(ShardMetrics::default());
+            let fm = Arc::new(FoldMetrics::default());
+            let mut shard = shard::Shard::new(id, store.clone(), fold, m.clone(), fm.clone());
+            let h = std::thread::Builder::new()
+                .name(format!("nagare-shard-{id}"))
+                .spawn(move || {
+                    let span = tracing::info_span!("rollup", shard = id);
+                    let _g = span.enter();
+                    let mut next_tick = crate::daemon::now_ms() + 1000;
+                    loop {
+                        let wait = (next_tick - crate::daemon::now_ms()).clamp(0, 1000) as u64;
+                        match rx.recv_timeout(Duration::from_millis(wait)) {
+                            Ok(batch) => shard.ingest(&batch, crate::daemon::now_ms()),
+                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                        }
+                        let now = crate::daemon::now_ms();
+                        if now >= next_tick {
+                            shard.tick_and_commit(now);
+                            next_tick = now + 1000;
+                        }
+                    }
+                    let n = shard.commit_final();
+                    tracing::debug!(buckets = n, "flushed open buckets");
+                })
+                .map_err(RollupError::Thread)?;
+            senders.push(tx);
+            threads.push(h);
+            shard_metrics.push(m);
+            fold_metrics.push(fm);
+        }
+        Ok((
+            Arc::new(Self {
+                store,
+                enricher,
+                senders: arc_swap::ArcSwap::from_pointee(senders),
+                shards,
+                threads: std::sync::Mutex::new(threads),
+                shard_metrics,
+                fold_metrics,
+                top: cfg.metrics_top.max(1),
+            }),
+            report,
+        ))
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Enriches and routes a batch of records (called by listener threads).
+    pub fn ingest(&self, batch: &mut Vec<FlowRecord>) {
+        let tables = self.enricher.tables();
+        let geo = self.enricher.geo();
+        let senders = self.senders.load();
+        let n = senders.len();
+        if n == 0 {
+            // stopping: nothing accepts records any more
+            if let Some(m) = self.shard_metrics.first() {
+                m.queue_dropped.add(batch.len() as u64);
+            }
+            batch.clear();
+            return;
+        }
+        let mut per: Vec<Vec<FlowIn>> = (0..n).map(|_| Vec::with_capacity(batch.len() / n + 8)).collect();
+        for r in batch.drain(..) {
+            let f = FlowIn::from_record(&r, &tables, &geo);
+            per[f.shard_of(n)].push(f);
+        }
+        for (i, v) in per.into_iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            let len = v.len() as u64;
+            match senders[i].try_send(v) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(v)) => {
+                    // brief back-pressure into the socket buffer, then drop (counted)
+                    if senders[i].send_timeout(v, Duration::from_millis(50)).is_err() {
+                        self.shard_metrics[i].queue_dropped.add(len);
+                    }
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    self.shard_metrics[i].queue_dropped.add(len);
+                }
+            }
+        }
+    }
+
+    /// Stops the shards after they drained their queues and flushed every open bucket.
+    /// Call after the listeners stopped.
+    pub fn stop(&self) {
+        // dropping the senders ends each shard loop once its queue is empty
+        self.senders.store(Arc::new(Vec::new()));
+        let threads = match self.threads.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        for t in threads {
+            let _ = t.join();
+        }
+        self.store.close();
+    }
+
+    pub fn render_metrics(&self, out: &mut Exposition) {
+        type Get = fn(&ShardMetrics) -> u64;
+        let fams: [(&str, &str, &str, Get); 7] = [
+            ("nagare_rollup_records_total", "Records that reached a rollup shard.", "counter", |m| m.records.get()),
+            ("nagare_rollup_refused_old_records_total", "Records older than every resolution's retention (refused).", "counter", |m| m.refused_old.get()),
+            ("nagare_rollup_refused_future_records_total", "Records timestamped too far in the future (refused).", "counter", |m| m.refused_future.get()),
+            ("nagare_rollup_overflow_records_total", "Records merged into a bucket's overflow row (cardinality cap reached).", "counter", |m| m.overflow_records.get()),
+            ("nagare_rollup_queue_dropped_records_total", "Records dropped because a shard's queue stayed full.", "counter", |m| m.queue_dropped.get()),
+            ("nagare_rollup_open_buckets", "Buckets open in the shard.", "gauge", |m| m.open_buckets.get()),
+            ("nagare_rollup_sessions", "Sessions tracked by the shard.", "gauge", |m| m.sessions.get()),
+        ];
+        for (name, help, kind, get) in fams {
+            out.header(name, help, kind);
+            for (i, m) in self.shard_metrics.iter().enumerate() {
+                out.sample(name, &[("shard", &i.to_string())], get(m) as f64);
+            }
+        }
+        let sum = |f: fn(&FoldMetrics) -> u64| self.fold_metrics.iter().map(|m| f(m)).sum::<u64>();
+        out.counter("nagare_rollup_sessions_total", "Sessions started.", sum(|m| m.sessions_new.get()));
+        out.counter(
+            "nagare_rollup_duplicate_records_total",
+            "Records of a session direction already reported by another observation point (not added to flows).",
+            sum(|m| m.duplicates.get()),
+        );
+        out.counter("nagare_rollup_session_evictions_total", "Sessions dropped from the session table (idle or capacity).", sum(|m| m.evicted.get()));
+        out.counter(
+            "nagare_rollup_session_table_full_total",
+            "Times the session table reached its cap and rotated early.",
+            sum(|m| m.forced_rotations.get()),
+        );
+        let sm = &self.store.metrics;
+        out.counter("nagare_rollup_chunks_written_total", "Closed buckets written to disk.", sm.chunks_written.get());
+        out.counter("nagare_rollup_written_bytes_total", "Bytes written to rollup segments.", sm.bytes_written.get());
+        out.counter("nagare_rollup_write_errors_total", "Failed segment writes (data kept in memory).", sm.write_errors.get());
+        out.counter("nagare_rollup_corrupt_frames_total", "Damaged frames skipped when loading history.", sm.corrupt_frames.get());
+        out.counter("nagare_rollup_recovered_chunks_total", "Coarse buckets rebuilt after an unclean stop.", sm.recovered_chunks.get());
+        out.counter("nagare_rollup_shed_buckets_total", "Buckets dropped from memory to respect the memory budget.", sm.shed_buckets.get());
+        out.counter("nagare_rollup_shed_rows_total", "Rows dropped from memory to respect the memory budget.", sm.shed_rows.get());
+        out.counter("nagare_rollup_expired_buckets_total", "Buckets removed past their retention.", sm.expired_buckets.get());
+        out.gauge("nagare_rollup_memory_bytes", "Memory held by stored rows.", self.store.memory_bytes() as f64);
+        let rows = self.store.rows_per_resolution();
+        out.header("nagare_rollup_rows", "Rows stored per resolution.", "gauge");
+        for r in self.store.resolutions() {
+            out.sample("nagare_rollup_rows", &[("resolution", &format!("{}s", r.seconds))], rows.get(&r.seconds).copied().unwrap_or(0) as f64);
+        }
+        self.render_last_minute(out);
+    }
+
+    /// Traffic of the last closed finest-resolution bucket by flow-type tag, L2 network,
+    /// exporter interface and country (top N by bytes, the rest as `other`).
+    fn render_last_minute(&self, out: &mut Exposition) {
+        let Some(res) = self.store.resolutions().first().map(|r| r.seconds) else { return };
+        let view = self.store.view();
+        let Some(idx) = view.closed.iter().find(|i| i.res == res) else { return };
+        let now_s = crate::daemon::now_ms() / 1000;
+        // the newest bucket that ended (ignore late re-opened old buckets)
+        let Some((start, chunks)) = idx.buckets.range(..now_s - i64::from(res) + 1).next_back() else { return };
+        let mut by_tag: HashMap<&'static str, u64> = HashMap::new();
+        let mut by_l2: HashMap<(String, &'static str), u64> = HashMap::new();
+        let mut by_country: HashMap<(String, &'static str), u64> = HashMap::new();
+        let mut by_if: HashMap<(String, String, &'static str), u64> = HashMap::new();
+        let tables = self.enricher.tables();
+        for c in chunks {
+            for r in &c.rows {
+                let b = r.bytes();
+                for name in crate::enrich::classify::tag_names(r.tags) {
+                    *by_tag.entry(name).or_default() += b;
+                }
+                for (ep, end) in [(r.src, "source"), (r.dst, "destination")] {
+                    if let Some(e) = c.endpoints.get(ep as usize) {
+                        let l2 = if e.l2.is_some() { sym::resolve(e.l2).to_string() } else { "unknown".into() };
+                        *by_l2.entry((l2, end)).or_default() += b;
+                        let country = countries::name(e.country).unwrap_or("Unknown").to_string();
+                        *by_country.entry((country, end)).or_default() += b;
+                    }
+                }
+            }
+            for f in &c.ifaces {
+                let (sw, ifn) = tables.interface(f.exporter.ip, f.ifindex);
+                let sw = sw.map_or_else(|| f.exporter.ip.to_string(), |s| sym::resolve(s).to_string());
+                let ifn = ifn.map_or_else(|| format!("ifIndex {}", f.ifindex), |s| sym::resolve(s).to_string());
+                *by_if.entry((sw.clone(), ifn.clone(), "in")).or_default() += f.in_bytes;
+                *by_if.entry((sw, ifn, "out")).or_default() += f.out_bytes;
+            }
+        }
+        out.gauge(
+            "nagare_rollup_minute_start_seconds",
+            "Start of the last closed minute summarized by nagare_rollup_minute_*.",
+            *start as f64,
+        );
+        let name = "nagare_rollup_minute_bytes_by_flow_type";
+        out.header(name, "Bytes of the last closed minute by flow-type tag.", "gauge");
+        let mut tags: Vec<_> = by_tag.into_iter().collect();
+        tags.sort();
+        for (t, b) in tags {
+            out.sample(name, &[("flow_type", t)], b as f64);
+        }
+        let top = self.top;
+        let mut emit2 = |name: &str, help: &str, label: &str, m: HashMap<(String, &'static str), u64>| {
+            out.header(name, help, "gauge");
+            for end in ["source", "destination"] {
+                let mut v: Vec<(&String, u64)> = m.iter().filter(|((_, e), _)| *e == end).map(|((k, _), b)| (k, *b)).collect();
+                v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+                let other: u64 = v.iter().skip(top).map(|x| x.1).sum();
+                for (k, b) in v.iter().take(top) {
+                    out.sample(name, &[(label, k), ("end", end)], *b as f64);
+                }
+                if v.len() > top {
+                    out.sample(name, &[(label, "other"), ("end", end)], other as f64);
+                }
+            }
+        };
+        emit2("nagare_rollup_minute_bytes_by_l2_network", "Bytes of the last closed minute by L2 network of either end (top N).", "l2_network", by_l2);
+        emit2("nagare_rollup_minute_bytes_by_country", "Bytes of the last closed minute by country of either end (top N).", "country", by_country);
+        let name = "nagare_rollup_minute_bytes_by_interface";
+        out.header(name, "Bytes of the last closed minute through switch ports (top N per direction).", "gauge");
+        for dir in ["in", "out"] {
+            let mut v: Vec<(&(String, String, &str), &u64)> = by_if.iter().filter(|(k, _)| k.2 == dir).collect();
+            v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let other: u64 = v.iter().skip(top).map(|x| *x.1).sum();
+            for (k, b) in v.iter().take(top) {
+                out.sample(name, &[("switch", &k.0), ("interface", &k.1), ("direction", dir)], **b as f64);
+            }
+            if v.len() > top {
+                out.sample(name, &[("switch", "other"), ("interface", "other"), ("direction", dir)], other as f64);
+            }
+        }
+    }
+}
+
+/// Resolves a country to its display name ("Unknown" when unset).
+pub fn country_name(c: countries::CountryCode) -> &'static str {
+    countries::name(c).unwrap_or("Unknown")
+}
+
+/// The address family of an endpoint as text (for exports).
+pub fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ipv4" } else { "ipv6" }
+}
