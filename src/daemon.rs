@@ -130,9 +130,15 @@ pub async fn run(
     );
     let pipeline = {
         let rollup = rollup.clone();
-        Arc::new(Pipeline::with_next(Box::new(move |batch| rollup.ingest(batch))))
+        Arc::new(Pipeline::with_next(Box::new(move |batch| {
+            rollup.ingest(batch)
+        })))
     };
-    let listener = Arc::new(Listener::start(&cfg.listener, decoder.clone(), pipeline.clone())?);
+    let listener = Arc::new(Listener::start(
+        &cfg.listener,
+        decoder.clone(),
+        pipeline.clone(),
+    )?);
     let udp = listener.local_addrs();
 
     let metrics: Arc<dyn MetricsSource> = {
@@ -168,7 +174,8 @@ pub async fn run(
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut n: u64 = 0;
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             loop {
                 let hup_fut = async {
                     match hup.as_mut() {
@@ -195,7 +202,8 @@ pub async fn run(
                 }
                 if n.is_multiple_of(60) {
                     let r = rollup.clone();
-                    let _ = tokio::task::spawn_blocking(move || r.store.expire(now_ms() / 1000)).await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || r.store.expire(now_ms() / 1000)).await;
                 }
                 if decoder.take_dirty() {
                     let d = decoder.clone();

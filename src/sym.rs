@@ -71,7 +71,11 @@ pub fn lookup(s: &str) -> Option<Sym> {
 /// The string of a symbol ("" for `Sym::NONE` or an unknown id).
 pub fn resolve(s: Sym) -> Arc<str> {
     match table().read() {
-        Ok(t) => t.names.get(s.0 as usize).cloned().unwrap_or_else(|| Arc::from("")),
+        Ok(t) => t
+            .names
+            .get(s.0 as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from("")),
         Err(_) => Arc::from(""),
     }
 }

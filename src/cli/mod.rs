@@ -1,5 +1,7 @@
 //! Subcommands. Each file is one subcommand; all of them call into the library.
 
+mod export;
+mod generate;
 mod replay;
 mod serve;
 
@@ -24,11 +26,17 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Send the UDP payloads of a pcap/pcapng to a collector, or decode them offline.
     Replay(replay::ReplayArgs),
+    /// Generate realistic NetFlow/IPFIX traffic (a VMware site) and send it to a collector.
+    Gen(generate::GenArgs),
+    /// Export stored rollup rows as CSV or JSON lines.
+    Export(export::ExportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve::run(a),
         Command::Replay(a) => replay::run(a),
+        Command::Gen(a) => generate::run(a),
+        Command::Export(a) => export::run(a),
     }
 }

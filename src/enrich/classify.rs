@@ -41,7 +41,11 @@ pub mod tag {
 /// (bit, canonical name, other accepted names)
 pub const TAGS: &[(u32, &str, &[&str])] = &[
     (tag::EAST_WEST, "East-West", &["eastwest", "east west"]),
-    (tag::INTERNET, "Internet", &["North-South", "northsouth", "north south"]),
+    (
+        tag::INTERNET,
+        "Internet",
+        &["North-South", "northsouth", "north south"],
+    ),
     (tag::SRC_INTERNET, "Source is Internet", &[]),
     (tag::DST_INTERNET, "Destination is Internet", &[]),
     (tag::SRC_VM, "Source is VM", &[]),
@@ -49,8 +53,16 @@ pub const TAGS: &[(u32, &str, &[&str])] = &[
     (tag::SRC_PHYSICAL, "Source is Physical", &[]),
     (tag::DST_PHYSICAL, "Destination is Physical", &[]),
     (tag::VM_VM, "VM-VM", &["vm to vm"]),
-    (tag::VM_PHYSICAL, "VM-Physical", &["vm to physical", "physical-vm"]),
-    (tag::PHYSICAL_PHYSICAL, "Physical-Physical", &["physical to physical"]),
+    (
+        tag::VM_PHYSICAL,
+        "VM-Physical",
+        &["vm to physical", "physical-vm"],
+    ),
+    (
+        tag::PHYSICAL_PHYSICAL,
+        "Physical-Physical",
+        &["physical to physical"],
+    ),
     (tag::SAME_HOST, "Same Host", &["samehost"]),
     (tag::DIFF_HOST, "Diff Host", &["different host", "diffhost"]),
     (tag::SWITCHED, "Switched", &[]),
@@ -64,13 +76,18 @@ pub const TAGS: &[(u32, &str, &[&str])] = &[
 pub fn tag_by_name(name: &str) -> Option<u32> {
     let n = name.trim();
     TAGS.iter()
-        .find(|(_, c, aliases)| c.eq_ignore_ascii_case(n) || aliases.iter().any(|a| a.eq_ignore_ascii_case(n)))
+        .find(|(_, c, aliases)| {
+            c.eq_ignore_ascii_case(n) || aliases.iter().any(|a| a.eq_ignore_ascii_case(n))
+        })
         .map(|t| t.0)
 }
 
 /// Canonical names of the tags in `bits`, in table order.
 pub fn tag_names(bits: u32) -> Vec<&'static str> {
-    TAGS.iter().filter(|t| bits & t.0 != 0).map(|t| t.1).collect()
+    TAGS.iter()
+        .filter(|t| bits & t.0 != 0)
+        .map(|t| t.1)
+        .collect()
 }
 
 fn is_physical(e: &Endpoint) -> bool {
@@ -107,7 +124,11 @@ pub fn tags(src: &Endpoint, dst: &Endpoint) -> u32 {
     if svm && dvm {
         t |= tag::VM_VM;
         if src.host.is_some() && dst.host.is_some() {
-            t |= if src.host == dst.host { tag::SAME_HOST } else { tag::DIFF_HOST };
+            t |= if src.host == dst.host {
+                tag::SAME_HOST
+            } else {
+                tag::DIFF_HOST
+            };
         }
     } else if (svm && dph) || (sph && dvm) {
         t |= tag::VM_PHYSICAL;
@@ -303,7 +324,14 @@ pub fn decide(
         } else {
             matches!(icmp_type, 129 | 131 | 136)
         };
-        return (if reply { Initiator::Dst } else { Initiator::Src }, Reason::Icmp);
+        return (
+            if reply {
+                Initiator::Dst
+            } else {
+                Initiator::Src
+            },
+            Reason::Icmp,
+        );
     }
     let ss = is_service_port(src_port);
     let ds = is_service_port(dst_port);
@@ -331,25 +359,69 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         // (proto, sport, dport, flags, biflow) -> initiator, reason
         let cases = [
-            (6, 51514, 443, 0x02, 255, Initiator::Src, Reason::Syn),       // SYN only: the sender
-            (6, 443, 51514, 0x02, 255, Initiator::Src, Reason::Syn),       // SYN beats ports
-            (6, 443, 51514, 0x12, 255, Initiator::Dst, Reason::ServicePort), // SYN-ACK: ports decide
-            (6, 51514, 443, 0x1b, 255, Initiator::Src, Reason::ServicePort), // established, to 443
-            (6, 443, 51514, 0x1b, 255, Initiator::Dst, Reason::ServicePort), // the reply
-            (6, 40000, 3389, 0x18, 255, Initiator::Src, Reason::ServicePort), // known service >= 1024
-            (6, 3389, 40000, 0x18, 255, Initiator::Dst, Reason::ServicePort),
+            (6, 51514, 443, 0x02, 255, Initiator::Src, Reason::Syn), // SYN only: the sender
+            (6, 443, 51514, 0x02, 255, Initiator::Src, Reason::Syn), // SYN beats ports
+            (
+                6,
+                443,
+                51514,
+                0x12,
+                255,
+                Initiator::Dst,
+                Reason::ServicePort,
+            ), // SYN-ACK: ports decide
+            (
+                6,
+                51514,
+                443,
+                0x1b,
+                255,
+                Initiator::Src,
+                Reason::ServicePort,
+            ), // established, to 443
+            (
+                6,
+                443,
+                51514,
+                0x1b,
+                255,
+                Initiator::Dst,
+                Reason::ServicePort,
+            ), // the reply
+            (
+                6,
+                40000,
+                3389,
+                0x18,
+                255,
+                Initiator::Src,
+                Reason::ServicePort,
+            ), // known service >= 1024
+            (
+                6,
+                3389,
+                40000,
+                0x18,
+                255,
+                Initiator::Dst,
+                Reason::ServicePort,
+            ),
             (6, 40000, 50000, 0x18, 1, Initiator::Src, Reason::Biflow),
             (6, 40000, 50000, 0x18, 2, Initiator::Dst, Reason::Biflow),
-            (17, 53, 53, 0, 255, Initiator::Src, Reason::LowerPort),       // equal ports: lower address is server
-            (17, 40000, 50000, 0, 255, Initiator::Dst, Reason::LowerPort),  // both ephemeral: lower port serves
+            (17, 53, 53, 0, 255, Initiator::Src, Reason::LowerPort), // equal ports: lower address is server
+            (17, 40000, 50000, 0, 255, Initiator::Dst, Reason::LowerPort), // both ephemeral: lower port serves
             (17, 50000, 40000, 0, 255, Initiator::Src, Reason::LowerPort),
-            (17, 123, 80, 0, 255, Initiator::Src, Reason::LowerPort),      // both < 1024: lower port
-            (1, 0, 0x0800, 0, 255, Initiator::Src, Reason::Icmp),          // echo request
-            (1, 0, 0x0000, 0, 255, Initiator::Dst, Reason::Icmp),          // echo reply
-            (58, 0, 0x8100, 0, 255, Initiator::Dst, Reason::Icmp),         // ICMPv6 echo reply
+            (17, 123, 80, 0, 255, Initiator::Src, Reason::LowerPort), // both < 1024: lower port
+            (1, 0, 0x0800, 0, 255, Initiator::Src, Reason::Icmp),     // echo request
+            (1, 0, 0x0000, 0, 255, Initiator::Dst, Reason::Icmp),     // echo reply
+            (58, 0, 0x8100, 0, 255, Initiator::Dst, Reason::Icmp),    // ICMPv6 echo reply
         ];
         for (proto, sp, dp, flags, bi, who, why) in cases {
-            assert_eq!(decide(proto, b, sp, a, dp, flags, bi), (who, why), "{proto} {sp}->{dp} flags {flags:#x} biflow {bi}");
+            assert_eq!(
+                decide(proto, b, sp, a, dp, flags, bi),
+                (who, why),
+                "{proto} {sp}->{dp} flags {flags:#x} biflow {bi}"
+            );
         }
     }
 
@@ -387,25 +459,90 @@ ips = ["10.2.2.11"]
         use tag::*;
         // (client, server, tags that must hold, tags that must not)
         let cases: &[(&str, &str, u32, u32)] = &[
-            ("10.1.1.10", "10.1.1.11", EAST_WEST | SRC_VM | DST_VM | VM_VM | SAME_HOST | SWITCHED | UNICAST, INTERNET | DIFF_HOST | ROUTED | VM_PHYSICAL),
-            ("10.1.1.10", "10.2.2.10", EAST_WEST | VM_VM | DIFF_HOST | ROUTED, SAME_HOST | SWITCHED),
-            ("10.2.2.11", "10.2.2.10", VM_VM | EAST_WEST, SAME_HOST | DIFF_HOST), // d has no host
-            ("10.1.1.10", "10.1.1.99", SRC_VM | DST_PHYSICAL | VM_PHYSICAL | SWITCHED, DST_VM | VM_VM), // same /24, no l2 on one side
-            ("10.9.9.1", "10.1.1.10", SRC_PHYSICAL | DST_VM | VM_PHYSICAL | ROUTED, SRC_VM),
-            ("10.9.9.1", "10.9.9.2", SRC_PHYSICAL | DST_PHYSICAL | PHYSICAL_PHYSICAL | SWITCHED, VM_PHYSICAL),
+            (
+                "10.1.1.10",
+                "10.1.1.11",
+                EAST_WEST | SRC_VM | DST_VM | VM_VM | SAME_HOST | SWITCHED | UNICAST,
+                INTERNET | DIFF_HOST | ROUTED | VM_PHYSICAL,
+            ),
+            (
+                "10.1.1.10",
+                "10.2.2.10",
+                EAST_WEST | VM_VM | DIFF_HOST | ROUTED,
+                SAME_HOST | SWITCHED,
+            ),
+            (
+                "10.2.2.11",
+                "10.2.2.10",
+                VM_VM | EAST_WEST,
+                SAME_HOST | DIFF_HOST,
+            ), // d has no host
+            (
+                "10.1.1.10",
+                "10.1.1.99",
+                SRC_VM | DST_PHYSICAL | VM_PHYSICAL | SWITCHED,
+                DST_VM | VM_VM,
+            ), // same /24, no l2 on one side
+            (
+                "10.9.9.1",
+                "10.1.1.10",
+                SRC_PHYSICAL | DST_VM | VM_PHYSICAL | ROUTED,
+                SRC_VM,
+            ),
+            (
+                "10.9.9.1",
+                "10.9.9.2",
+                SRC_PHYSICAL | DST_PHYSICAL | PHYSICAL_PHYSICAL | SWITCHED,
+                VM_PHYSICAL,
+            ),
             ("10.9.9.1", "10.9.8.2", PHYSICAL_PHYSICAL | ROUTED, SWITCHED),
-            ("81.2.69.142", "10.1.1.10", INTERNET | SRC_INTERNET | DST_VM, EAST_WEST | DST_INTERNET | SRC_PHYSICAL | SWITCHED | ROUTED),
-            ("10.1.1.10", "8.8.8.8", INTERNET | DST_INTERNET | SRC_VM, SRC_INTERNET | EAST_WEST | DST_PHYSICAL),
-            ("10.1.1.10", "224.0.0.252", MULTICAST | SRC_VM, UNICAST | DST_PHYSICAL | DST_INTERNET | INTERNET),
-            ("10.1.1.10", "10.1.1.255", BROADCAST | EAST_WEST, UNICAST | DST_PHYSICAL),
+            (
+                "81.2.69.142",
+                "10.1.1.10",
+                INTERNET | SRC_INTERNET | DST_VM,
+                EAST_WEST | DST_INTERNET | SRC_PHYSICAL | SWITCHED | ROUTED,
+            ),
+            (
+                "10.1.1.10",
+                "8.8.8.8",
+                INTERNET | DST_INTERNET | SRC_VM,
+                SRC_INTERNET | EAST_WEST | DST_PHYSICAL,
+            ),
+            (
+                "10.1.1.10",
+                "224.0.0.252",
+                MULTICAST | SRC_VM,
+                UNICAST | DST_PHYSICAL | DST_INTERNET | INTERNET,
+            ),
+            (
+                "10.1.1.10",
+                "10.1.1.255",
+                BROADCAST | EAST_WEST,
+                UNICAST | DST_PHYSICAL,
+            ),
             ("10.1.1.10", "255.255.255.255", BROADCAST, UNICAST),
             ("fe80::1", "ff02::1:3", MULTICAST, UNICAST | INTERNET),
-            ("2001:db8::1", "2a00:1450::1", DST_INTERNET | INTERNET, EAST_WEST),
+            (
+                "2001:db8::1",
+                "2a00:1450::1",
+                DST_INTERNET | INTERNET,
+                EAST_WEST,
+            ),
         ];
         for &(c, s, yes, no) in cases {
             let got = tags(&ep(&t, c), &ep(&t, s));
-            assert_eq!(got & yes, yes, "{c} -> {s}: missing {:?}", tag_names(yes & !got));
-            assert_eq!(got & no, 0, "{c} -> {s}: unexpected {:?}", tag_names(got & no));
+            assert_eq!(
+                got & yes,
+                yes,
+                "{c} -> {s}: missing {:?}",
+                tag_names(yes & !got)
+            );
+            assert_eq!(
+                got & no,
+                0,
+                "{c} -> {s}: unexpected {:?}",
+                tag_names(got & no)
+            );
         }
         // every tag appears in some case above
         let all: u32 = cases.iter().map(|c| c.2).fold(0, |a, b| a | b);
@@ -416,10 +553,16 @@ ips = ["10.2.2.11"]
     fn tag_names_and_aliases() {
         assert_eq!(tag_by_name("east-west"), Some(tag::EAST_WEST));
         assert_eq!(tag_by_name("North-South"), Some(tag::INTERNET));
-        assert_eq!(tag_by_name("destination is internet"), Some(tag::DST_INTERNET));
+        assert_eq!(
+            tag_by_name("destination is internet"),
+            Some(tag::DST_INTERNET)
+        );
         assert_eq!(tag_by_name("Source is VM"), Some(tag::SRC_VM));
         assert_eq!(tag_by_name("nonsense"), None);
-        assert_eq!(tag_names(tag::VM_VM | tag::UNICAST), vec!["VM-VM", "Unicast"]);
+        assert_eq!(
+            tag_names(tag::VM_VM | tag::UNICAST),
+            vec!["VM-VM", "Unicast"]
+        );
         assert_eq!(application(22), Some("SSH"));
         assert_eq!(application(3389), Some("RDP"));
         assert!(is_service_port(1000) && is_service_port(5432) && !is_service_port(51514));

@@ -367,6 +367,10 @@ mod tests {
         let n = codes.len();
         codes.dedup();
         assert_eq!(codes.len(), n);
-        assert!(COUNTRIES.iter().all(|c| pack(c.0) != 0 && continent_name(c.2).is_some()));
+        assert!(
+            COUNTRIES
+                .iter()
+                .all(|c| pack(c.0) != 0 && continent_name(c.2).is_some())
+        );
     }
 }

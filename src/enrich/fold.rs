@@ -154,7 +154,11 @@ impl Folder {
         let (s, d) = (ip_to_u128(src), ip_to_u128(dst));
         // ICMP: type/code is not a session key part, the echo id is unknown: one session
         // per address pair.
-        let (sp, dp) = if proto == 1 || proto == 58 { (0, 0) } else { (src_port, dst_port) };
+        let (sp, dp) = if proto == 1 || proto == 58 {
+            (0, 0)
+        } else {
+            (src_port, dst_port)
+        };
         let src_is_lo = (s, sp) <= (d, dp);
         let key = if src_is_lo {
             SessionKey {
@@ -191,7 +195,15 @@ impl Folder {
                     m.restarted_idle.inc();
                 }
                 new_session = true;
-                let (who, _) = decide(proto, src, src_port, dst, dst_port, tcp_flags, biflow_direction);
+                let (who, _) = decide(
+                    proto,
+                    src,
+                    src_port,
+                    dst,
+                    dst_port,
+                    tcp_flags,
+                    biflow_direction,
+                );
                 Session {
                     client_is_lo: (who == Initiator::Src) == src_is_lo,
                     owner_up: 0,
@@ -238,8 +250,30 @@ impl Folder {
 mod tests {
     use super::*;
 
-    fn f(folder: &mut Folder, m: &FoldMetrics, src: &str, sp: u16, dst: &str, dp: u16, flags: u16, obs: u32, t: i64) -> Folded {
-        folder.fold(src.parse().unwrap(), sp, dst.parse().unwrap(), dp, 6, flags, 255, false, obs, t, m)
+    fn f(
+        folder: &mut Folder,
+        m: &FoldMetrics,
+        src: &str,
+        sp: u16,
+        dst: &str,
+        dp: u16,
+        flags: u16,
+        obs: u32,
+        t: i64,
+    ) -> Folded {
+        folder.fold(
+            src.parse().unwrap(),
+            sp,
+            dst.parse().unwrap(),
+            dp,
+            6,
+            flags,
+            255,
+            false,
+            obs,
+            t,
+            m,
+        )
     }
 
     #[test]
@@ -247,18 +281,42 @@ mod tests {
         let m = FoldMetrics::default();
         let mut fo = Folder::new(FoldLimits::default());
         // request then reply of one session
-        let a = f(&mut fo, &m, "10.0.0.1", 51514, "10.0.0.2", 443, 0x1b, 7, 1000);
-        let b = f(&mut fo, &m, "10.0.0.2", 443, "10.0.0.1", 51514, 0x1b, 7, 1000);
-        assert_eq!(a, Folded { src_is_client: true, new_session: true, duplicate: false });
-        assert_eq!(b, Folded { src_is_client: false, new_session: false, duplicate: false });
+        let a = f(
+            &mut fo, &m, "10.0.0.1", 51514, "10.0.0.2", 443, 0x1b, 7, 1000,
+        );
+        let b = f(
+            &mut fo, &m, "10.0.0.2", 443, "10.0.0.1", 51514, 0x1b, 7, 1000,
+        );
+        assert_eq!(
+            a,
+            Folded {
+                src_is_client: true,
+                new_session: true,
+                duplicate: false
+            }
+        );
+        assert_eq!(
+            b,
+            Folded {
+                src_is_client: false,
+                new_session: false,
+                duplicate: false
+            }
+        );
         // reply first: still one session, client decided by the service port
-        let c = f(&mut fo, &m, "10.0.0.2", 443, "10.0.0.1", 51515, 0x1b, 7, 1000);
+        let c = f(
+            &mut fo, &m, "10.0.0.2", 443, "10.0.0.1", 51515, 0x1b, 7, 1000,
+        );
         assert!(!c.src_is_client && c.new_session);
         // a SYN-only record decides even against the port heuristic...
-        let d = f(&mut fo, &m, "10.0.0.9", 443, "10.0.0.1", 40000, 0x02, 7, 1000);
+        let d = f(
+            &mut fo, &m, "10.0.0.9", 443, "10.0.0.1", 40000, 0x02, 7, 1000,
+        );
         assert!(d.src_is_client);
         // ...and the decision sticks for the session's later records
-        let e = f(&mut fo, &m, "10.0.0.1", 40000, "10.0.0.9", 443, 0x12, 7, 1000);
+        let e = f(
+            &mut fo, &m, "10.0.0.1", 40000, "10.0.0.9", 443, 0x12, 7, 1000,
+        );
         assert!(!e.src_is_client);
         assert_eq!(m.sessions_new.get(), 3);
     }
@@ -267,14 +325,54 @@ mod tests {
     fn second_observation_point_is_a_duplicate() {
         let m = FoldMetrics::default();
         let mut fo = Folder::new(FoldLimits::default());
-        let a = f(&mut fo, &m, "172.18.65.91", 138, "172.18.65.255", 138, 0, 1, 0);
-        let b = f(&mut fo, &m, "172.18.65.91", 138, "172.18.65.255", 138, 0, 2, 0);
-        let c = f(&mut fo, &m, "172.18.65.91", 138, "172.18.65.255", 138, 0, 1, 500);
+        let a = f(
+            &mut fo,
+            &m,
+            "172.18.65.91",
+            138,
+            "172.18.65.255",
+            138,
+            0,
+            1,
+            0,
+        );
+        let b = f(
+            &mut fo,
+            &m,
+            "172.18.65.91",
+            138,
+            "172.18.65.255",
+            138,
+            0,
+            2,
+            0,
+        );
+        let c = f(
+            &mut fo,
+            &m,
+            "172.18.65.91",
+            138,
+            "172.18.65.255",
+            138,
+            0,
+            1,
+            500,
+        );
         assert!(!a.duplicate && a.new_session);
         assert!(b.duplicate && !b.new_session);
         assert!(!c.duplicate && !c.new_session); // same point, later record: counted
         // the other direction may be owned by another point
-        let d = f(&mut fo, &m, "172.18.65.255", 138, "172.18.65.91", 138, 0, 2, 600);
+        let d = f(
+            &mut fo,
+            &m,
+            "172.18.65.255",
+            138,
+            "172.18.65.91",
+            138,
+            0,
+            2,
+            600,
+        );
         assert!(!d.duplicate);
         assert_eq!(m.duplicates.get(), 1);
     }
@@ -290,7 +388,17 @@ mod tests {
         assert!(!f(&mut fo, &m, "10.0.0.1", 5000, "10.0.0.2", 22, 0x18, 1, 900).new_session);
         assert!(f(&mut fo, &m, "10.0.0.1", 5000, "10.0.0.2", 22, 0x18, 1, 5000).new_session);
         for i in 0..1000u16 {
-            f(&mut fo, &m, "10.0.0.1", 10000 + i, "10.0.0.3", 80, 0x18, 1, 6000);
+            f(
+                &mut fo,
+                &m,
+                "10.0.0.1",
+                10000 + i,
+                "10.0.0.3",
+                80,
+                0x18,
+                1,
+                6000,
+            );
             assert!(fo.len() <= 100, "{}", fo.len());
         }
         assert!(m.forced_rotations.get() > 0 && m.evicted.get() > 0);

@@ -93,7 +93,10 @@ impl GeoTable {
         Self::from_reader(&reader, name)
     }
 
-    fn from_reader<S: AsRef<[u8]>>(reader: &maxminddb::Reader<S>, name: &str) -> Result<Self, GeoIpError> {
+    fn from_reader<S: AsRef<[u8]>>(
+        reader: &maxminddb::Reader<S>,
+        name: &str,
+    ) -> Result<Self, GeoIpError> {
         let md = reader.metadata();
         let description = format!(
             "{} ({} built {})",
@@ -105,10 +108,12 @@ impl GeoTable {
         );
         let mut by_offset: HashMap<usize, CountryCode> = HashMap::new();
         let mut prefixes: Vec<(IpNetwork, CountryCode)> = Vec::new();
-        let iter = reader.networks(Default::default()).map_err(|e| GeoIpError::Open {
-            path: name.to_string(),
-            message: e.to_string(),
-        })?;
+        let iter = reader
+            .networks(Default::default())
+            .map_err(|e| GeoIpError::Open {
+                path: name.to_string(),
+                message: e.to_string(),
+            })?;
         for item in iter {
             let item = item.map_err(|e| GeoIpError::Read {
                 path: name.to_string(),
@@ -124,11 +129,12 @@ impl GeoTable {
                 Some(off) => match by_offset.get(&off) {
                     Some(c) => *c,
                     None => {
-                        let rec: Option<GeoRec<'_>> = item.decode().map_err(|e| GeoIpError::Read {
-                            path: name.to_string(),
-                            network: net.to_string(),
-                            message: e.to_string(),
-                        })?;
+                        let rec: Option<GeoRec<'_>> =
+                            item.decode().map_err(|e| GeoIpError::Read {
+                                path: name.to_string(),
+                                network: net.to_string(),
+                                message: e.to_string(),
+                            })?;
                         let c = rec
                             .and_then(|r| {
                                 r.country
@@ -254,13 +260,29 @@ mod tests {
             country_code: String,
         }
         let mut w = mmdb_writer::Writer::new("geo-whois-asn-country");
-        w.insert("1.0.0.0/24".parse::<ipnet::IpNet>().unwrap(), &Flat { country_code: "AU".into() })
-            .unwrap();
-        w.insert("2a00::/12".parse::<ipnet::IpNet>().unwrap(), &Flat { country_code: "DE".into() })
-            .unwrap();
+        w.insert(
+            "1.0.0.0/24".parse::<ipnet::IpNet>().unwrap(),
+            &Flat {
+                country_code: "AU".into(),
+            },
+        )
+        .unwrap();
+        w.insert(
+            "2a00::/12".parse::<ipnet::IpNet>().unwrap(),
+            &Flat {
+                country_code: "DE".into(),
+            },
+        )
+        .unwrap();
         let g = GeoTable::from_bytes(w.to_bytes().unwrap(), "flat").unwrap();
-        assert_eq!(g.lookup("1.0.0.1".parse().unwrap()), Some(countries::pack("AU")));
-        assert_eq!(g.lookup("2a00:1::1".parse().unwrap()), Some(countries::pack("DE")));
+        assert_eq!(
+            g.lookup("1.0.0.1".parse().unwrap()),
+            Some(countries::pack("AU"))
+        );
+        assert_eq!(
+            g.lookup("2a00:1::1".parse().unwrap()),
+            Some(countries::pack("DE"))
+        );
         assert_eq!(g.lookup("1.0.1.1".parse().unwrap()), None);
     }
 

@@ -20,10 +20,16 @@ pub struct InventoryError {
 }
 
 fn default_internal() -> Vec<Spanned<String>> {
-    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"]
-        .iter()
-        .map(|s| Spanned::new(0..0, s.to_string()))
-        .collect()
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "fc00::/7",
+    ]
+    .iter()
+    .map(|s| Spanned::new(0..0, s.to_string()))
+    .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,7 +162,10 @@ impl Inventory {
     /// The inventory used when none is configured: default internal prefixes only.
     pub fn empty() -> Self {
         Self {
-            internal: default_internal().iter().filter_map(|s| s.get_ref().parse().ok()).collect(),
+            internal: default_internal()
+                .iter()
+                .filter_map(|s| s.get_ref().parse().ok())
+                .collect(),
             ..Default::default()
         }
     }
@@ -181,15 +190,24 @@ impl Inventory {
                 .trim()
                 .parse::<IpAddr>()
                 .map(crate::model::canonical_ip)
-                .map_err(|_| err_at(s.span().start, format!("{what} '{}' is not an IP address", s.get_ref())))
+                .map_err(|_| {
+                    err_at(
+                        s.span().start,
+                        format!("{what} '{}' is not an IP address", s.get_ref()),
+                    )
+                })
         };
         let net_of = |s: &Spanned<String>, what: &str| -> Result<IpNetwork, InventoryError> {
             let t = s.get_ref().trim();
-            let n: IpNetwork = t
-                .parse()
-                .map_err(|_| err_at(s.span().start, format!("{what} '{t}' is not a CIDR prefix (like 10.11.5.0/24)")))?;
+            let n: IpNetwork = t.parse().map_err(|_| {
+                err_at(
+                    s.span().start,
+                    format!("{what} '{t}' is not a CIDR prefix (like 10.11.5.0/24)"),
+                )
+            })?;
             // normalize host bits away (10.1.2.3/24 -> 10.1.2.0/24)
-            IpNetwork::new(n.network(), n.prefix()).map_err(|e| err_at(s.span().start, e.to_string()))
+            IpNetwork::new(n.network(), n.prefix())
+                .map_err(|e| err_at(s.span().start, e.to_string()))
         };
         let mut inv = Inventory::default();
         for s in &raw.internal {
@@ -202,7 +220,10 @@ impl Inventory {
                 return Err(err_at(h.name.span().start, "host name is empty".into()));
             }
             if !host_names.insert(name.clone()) {
-                return Err(err_at(h.name.span().start, format!("host '{name}' is declared twice")));
+                return Err(err_at(
+                    h.name.span().start,
+                    format!("host '{name}' is declared twice"),
+                ));
             }
             let ip = match &h.ip {
                 Some(s) => Some(ip_of(s, "host ip")?),
@@ -219,16 +240,25 @@ impl Inventory {
         for l in raw.l2_network {
             let name = l.name.get_ref().trim().to_string();
             if name.is_empty() {
-                return Err(err_at(l.name.span().start, "l2_network name is empty".into()));
+                return Err(err_at(
+                    l.name.span().start,
+                    "l2_network name is empty".into(),
+                ));
             }
             if !l2_names.insert(name.clone()) {
-                return Err(err_at(l.name.span().start, format!("l2_network '{name}' is declared twice")));
+                return Err(err_at(
+                    l.name.span().start,
+                    format!("l2_network '{name}' is declared twice"),
+                ));
             }
             let vlan = match &l.vlan {
                 Some(v) => {
                     let n = *v.get_ref();
                     if n == 0 || n > 4094 {
-                        return Err(err_at(v.span().start, format!("vlan {n} is outside 1..4094")));
+                        return Err(err_at(
+                            v.span().start,
+                            format!("vlan {n} is outside 1..4094"),
+                        ));
                     }
                     let n = n as u16;
                     if let Some(other) = vlans.insert(n, name.clone()) {
@@ -245,7 +275,11 @@ impl Inventory {
             for s in &l.subnets {
                 subnets.push(net_of(s, "subnet")?);
             }
-            inv.l2_networks.push(L2Network { name, vlan, subnets });
+            inv.l2_networks.push(L2Network {
+                name,
+                vlan,
+                subnets,
+            });
         }
         for s in raw.subnet {
             inv.subnets.push(NamedSubnet {
@@ -261,7 +295,10 @@ impl Inventory {
                 return Err(err_at(v.name.span().start, "vm name is empty".into()));
             }
             if !vm_names.insert(name.clone()) {
-                return Err(err_at(v.name.span().start, format!("vm '{name}' is declared twice")));
+                return Err(err_at(
+                    v.name.span().start,
+                    format!("vm '{name}' is declared twice"),
+                ));
             }
             let mut ips = Vec::new();
             for s in &v.ips {
@@ -275,16 +312,23 @@ impl Inventory {
                 ips.push(ip);
             }
             if ips.is_empty() {
-                inv.warnings.push(format!("vm '{name}' has no ips: no flow can be attributed to it"));
+                inv.warnings.push(format!(
+                    "vm '{name}' has no ips: no flow can be attributed to it"
+                ));
             }
             let host = v.host.as_ref().map(|h| h.get_ref().trim().to_string());
             if let Some(h) = &host
                 && !host_names.contains(h)
             {
                 let (line, _) = line_col(text, v.host.as_ref().map_or(0, |s| s.span().start));
-                inv.warnings.push(format!("line {line}: vm '{name}' is on host '{h}', which no [[host]] declares"));
+                inv.warnings.push(format!(
+                    "line {line}: vm '{name}' is on host '{h}', which no [[host]] declares"
+                ));
             }
-            let port_group = v.port_group.as_ref().map(|p| p.get_ref().trim().to_string());
+            let port_group = v
+                .port_group
+                .as_ref()
+                .map(|p| p.get_ref().trim().to_string());
             if let Some(p) = &port_group
                 && !l2_names.contains(p)
             {
@@ -313,7 +357,10 @@ impl Inventory {
             let name = s.name.get_ref().trim().to_string();
             let exporter = ip_of(&s.exporter, "switch exporter")?;
             if !exporters.insert(exporter) {
-                return Err(err_at(s.exporter.span().start, format!("exporter {exporter} is declared twice")));
+                return Err(err_at(
+                    s.exporter.span().start,
+                    format!("exporter {exporter} is declared twice"),
+                ));
             }
             let mut interfaces = BTreeMap::new();
             for (k, v) in s.interfaces {
@@ -371,11 +418,17 @@ interfaces = { 1 = "Ethernet1/1", 2 = "Ethernet1/2" }
     fn parses_the_documented_schema() {
         let inv = Inventory::parse(GOOD, "inv.toml").unwrap();
         assert_eq!(inv.hosts[0].cluster.as_deref(), Some("prod"));
-        assert_eq!(inv.vms[0].ips, vec!["10.11.5.21".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            inv.vms[0].ips,
+            vec!["10.11.5.21".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(inv.vms[0].memory_mb, Some(8192));
         assert_eq!(inv.l2_networks[0].vlan, Some(1105));
         assert_eq!(inv.subnets[0].name.as_deref(), Some("osaka-branch"));
-        assert_eq!(inv.switches[0].interfaces.get(&2).map(String::as_str), Some("Ethernet1/2"));
+        assert_eq!(
+            inv.switches[0].interfaces.get(&2).map(String::as_str),
+            Some("Ethernet1/2")
+        );
         assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
     }
 
@@ -388,19 +441,46 @@ interfaces = { 1 = "Ethernet1/1", 2 = "Ethernet1/2" }
     #[test]
     fn errors_name_the_line() {
         let cases = [
-            (GOOD.replace("\"10.11.5.21\"", "\"10.11.5.321\""), 9, "vm ip '10.11.5.321' is not an IP address"),
-            (GOOD.replace("cidr = \"10.20.0.0/16\"", "cidr = \"10.20.0.0/33\""), 21, "is not a CIDR prefix"),
-            (GOOD.replace("vcpu = 4", "vcpus = 4"), 11, "unknown field `vcpus`"),
-            (GOOD.replace("vlan = 1105", "vlan = 5000"), 18, "vlan 5000 is outside 1..4094"),
-            (format!("{GOOD}\n[[vm]]\nname = \"web-01\"\n"), 29, "vm 'web-01' is declared twice"),
-            (format!("{GOOD}\n[[vm]]\nname = \"db-01\"\nips = [\"10.11.5.21\"]\n"), 30, "belongs to vm 'web-01' and to vm 'db-01'"),
+            (
+                GOOD.replace("\"10.11.5.21\"", "\"10.11.5.321\""),
+                9,
+                "vm ip '10.11.5.321' is not an IP address",
+            ),
+            (
+                GOOD.replace("cidr = \"10.20.0.0/16\"", "cidr = \"10.20.0.0/33\""),
+                21,
+                "is not a CIDR prefix",
+            ),
+            (
+                GOOD.replace("vcpu = 4", "vcpus = 4"),
+                11,
+                "unknown field `vcpus`",
+            ),
+            (
+                GOOD.replace("vlan = 1105", "vlan = 5000"),
+                18,
+                "vlan 5000 is outside 1..4094",
+            ),
+            (
+                format!("{GOOD}\n[[vm]]\nname = \"web-01\"\n"),
+                29,
+                "vm 'web-01' is declared twice",
+            ),
+            (
+                format!("{GOOD}\n[[vm]]\nname = \"db-01\"\nips = [\"10.11.5.21\"]\n"),
+                30,
+                "belongs to vm 'web-01' and to vm 'db-01'",
+            ),
             ("[[vm]\nname = 1".to_string(), 1, ""),
         ];
         for (text, line, msg) in cases {
             let e = Inventory::parse(&text, "inv.toml").unwrap_err();
             assert_eq!(e.line, line, "{e}");
             assert!(e.message.contains(msg), "{e}");
-            assert!(e.to_string().starts_with(&format!("inv.toml:{line}:")), "{e}");
+            assert!(
+                e.to_string().starts_with(&format!("inv.toml:{line}:")),
+                "{e}"
+            );
         }
     }
 

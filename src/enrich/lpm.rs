@@ -195,14 +195,22 @@ pub struct IpTable<V: Copy + PartialEq> {
 pub fn v4_bounds(net: ipnetwork::Ipv4Network) -> (u32, u32) {
     let start = u32::from(net.network());
     let host_bits = 32 - u32::from(net.prefix());
-    let end = if host_bits >= 32 { u32::MAX } else { start | ((1u32 << host_bits) - 1) };
+    let end = if host_bits >= 32 {
+        u32::MAX
+    } else {
+        start | ((1u32 << host_bits) - 1)
+    };
     (start, end)
 }
 
 pub fn v6_bounds(net: ipnetwork::Ipv6Network) -> (u128, u128) {
     let start = u128::from(net.network());
     let host_bits = 128 - u32::from(net.prefix());
-    let end = if host_bits >= 128 { u128::MAX } else { start | ((1u128 << host_bits) - 1) };
+    let end = if host_bits >= 128 {
+        u128::MAX
+    } else {
+        start | ((1u128 << host_bits) - 1)
+    };
     (start, end)
 }
 
@@ -287,7 +295,11 @@ mod tests {
 
     #[test]
     fn full_range_and_edges() {
-        let t = IpTable::build(vec![(net("0.0.0.0/0"), 1), (net("255.255.255.255/32"), 2), (net("0.0.0.0/32"), 3)]);
+        let t = IpTable::build(vec![
+            (net("0.0.0.0/0"), 1),
+            (net("255.255.255.255/32"), 2),
+            (net("0.0.0.0/32"), 3),
+        ]);
         assert_eq!(t.get("0.0.0.0".parse().unwrap()), Some(3));
         assert_eq!(t.get("0.0.0.1".parse().unwrap()), Some(1));
         assert_eq!(t.get("255.255.255.254".parse().unwrap()), Some(1));
@@ -299,7 +311,11 @@ mod tests {
     fn naive(prefixes: &[(u32, u8, u16)], a: u32) -> Option<u16> {
         let mut best: Option<(u8, u16)> = None;
         for &(p, len, v) in prefixes {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
             if a & mask == p & mask && best.is_none_or(|(bl, _)| len >= bl) {
                 best = Some((len, v));
             }

@@ -192,7 +192,9 @@ fn not_public() -> &'static IpTable<bool> {
 pub fn is_public_unicast(ip: IpAddr) -> bool {
     match crate::model::canonical_ip(ip) {
         IpAddr::V4(a) => !a.is_broadcast() && not_public().get(IpAddr::V4(a)).is_none(),
-        IpAddr::V6(a) => (a.segments()[0] & 0xe000) == 0x2000 && not_public().get(IpAddr::V6(a)).is_none(),
+        IpAddr::V6(a) => {
+            (a.segments()[0] & 0xe000) == 0x2000 && not_public().get(IpAddr::V6(a)).is_none()
+        }
     }
 }
 
@@ -211,7 +213,8 @@ impl Tables {
             ..Default::default()
         };
         // Internal = configured internal prefixes + every configured subnet.
-        let mut internal: Vec<(IpNetwork, bool)> = inv.internal.iter().map(|n| (*n, true)).collect();
+        let mut internal: Vec<(IpNetwork, bool)> =
+            inv.internal.iter().map(|n| (*n, true)).collect();
         // Subnets: l2_network subnets and named subnets; most specific wins.
         let mut subnet_prefixes = Vec::new();
         for l in &inv.l2_networks {
@@ -221,12 +224,15 @@ impl Tables {
                 t.l2_vlan.insert(l2, v);
             }
             for n in &l.subnets {
-                subnet_prefixes.push((*n, SubnetInfo {
-                    name: Sym::NONE,
-                    l2,
-                    len: n.prefix(),
-                    broadcast: last_addr(n),
-                }));
+                subnet_prefixes.push((
+                    *n,
+                    SubnetInfo {
+                        name: Sym::NONE,
+                        l2,
+                        len: n.prefix(),
+                        broadcast: last_addr(n),
+                    },
+                ));
             }
         }
         for s in &inv.subnets {
@@ -235,12 +241,15 @@ impl Tables {
                 .iter()
                 .find(|(n, _)| *n == s.cidr)
                 .map_or(Sym::NONE, |(_, i)| i.l2);
-            subnet_prefixes.push((s.cidr, SubnetInfo {
-                name: s.name.as_deref().map_or(Sym::NONE, sym::intern),
-                l2,
-                len: s.cidr.prefix(),
-                broadcast: last_addr(&s.cidr),
-            }));
+            subnet_prefixes.push((
+                s.cidr,
+                SubnetInfo {
+                    name: s.name.as_deref().map_or(Sym::NONE, sym::intern),
+                    l2,
+                    len: s.cidr.prefix(),
+                    broadcast: last_addr(&s.cidr),
+                },
+            ));
         }
         let mut prefixes = Vec::new();
         for (i, (n, info)) in subnet_prefixes.into_iter().enumerate() {
@@ -357,7 +366,9 @@ impl Tables {
             }
             _ => {}
         }
-        if e.flags & (flag::INTERNAL | flag::MULTICAST | flag::BROADCAST) == 0 && is_public_unicast(ip) {
+        if e.flags & (flag::INTERNAL | flag::MULTICAST | flag::BROADCAST) == 0
+            && is_public_unicast(ip)
+        {
             e.flags |= flag::INTERNET;
             e.country = geo.lookup(ip).unwrap_or(0);
         } else if e.flags & flag::INTERNAL == 0 {
@@ -471,7 +482,9 @@ impl Enricher {
         let t = self.tables.load();
         let g = self.geo.load();
         self.metrics.inventory_vms.set(t.vms.len() as u64);
-        self.metrics.inventory_warnings.set(t.inventory.warnings.len() as u64);
+        self.metrics
+            .inventory_warnings
+            .set(t.inventory.warnings.len() as u64);
         self.metrics.geoip_ranges.set(g.ranges() as u64);
         self.metrics.geoip_loaded.set(u64::from(g.networks > 0));
     }
@@ -517,7 +530,9 @@ impl Enricher {
                     }
                     Err(e) => {
                         self.metrics.reload_errors_inventory.inc();
-                        out.push(format!("inventory NOT reloaded (previous tables kept): {e}"));
+                        out.push(format!(
+                            "inventory NOT reloaded (previous tables kept): {e}"
+                        ));
                         tracing::error!(error = %e, "inventory reload failed; keeping the previous inventory");
                     }
                 }
@@ -570,15 +585,51 @@ impl Enricher {
 
     pub fn render_metrics(&self, out: &mut Exposition) {
         let m = &self.metrics;
-        out.counter("nagare_enrich_reloads_total", "Successful reloads of the inventory or GeoIP database.", m.reloads_ok.get());
-        out.header("nagare_enrich_reload_errors_total", "Failed reloads (the previous tables stay in use).", "counter");
-        out.sample("nagare_enrich_reload_errors_total", &[("source", "inventory")], m.reload_errors_inventory.get() as f64);
-        out.sample("nagare_enrich_reload_errors_total", &[("source", "geoip")], m.reload_errors_geoip.get() as f64);
-        out.gauge("nagare_enrich_inventory_vms", "VMs in the inventory.", m.inventory_vms.get() as f64);
-        out.gauge("nagare_enrich_inventory_warnings", "Warnings from the last inventory load.", m.inventory_warnings.get() as f64);
-        out.gauge("nagare_enrich_geoip_ranges", "Address ranges in the flattened GeoIP table.", m.geoip_ranges.get() as f64);
-        out.gauge("nagare_enrich_geoip_loaded", "1 when a GeoIP database is loaded.", m.geoip_loaded.get() as f64);
-        out.gauge("nagare_enrich_last_reload_timestamp_seconds", "Time of the last reload attempt.", m.last_reload_unix.get() as f64);
+        out.counter(
+            "nagare_enrich_reloads_total",
+            "Successful reloads of the inventory or GeoIP database.",
+            m.reloads_ok.get(),
+        );
+        out.header(
+            "nagare_enrich_reload_errors_total",
+            "Failed reloads (the previous tables stay in use).",
+            "counter",
+        );
+        out.sample(
+            "nagare_enrich_reload_errors_total",
+            &[("source", "inventory")],
+            m.reload_errors_inventory.get() as f64,
+        );
+        out.sample(
+            "nagare_enrich_reload_errors_total",
+            &[("source", "geoip")],
+            m.reload_errors_geoip.get() as f64,
+        );
+        out.gauge(
+            "nagare_enrich_inventory_vms",
+            "VMs in the inventory.",
+            m.inventory_vms.get() as f64,
+        );
+        out.gauge(
+            "nagare_enrich_inventory_warnings",
+            "Warnings from the last inventory load.",
+            m.inventory_warnings.get() as f64,
+        );
+        out.gauge(
+            "nagare_enrich_geoip_ranges",
+            "Address ranges in the flattened GeoIP table.",
+            m.geoip_ranges.get() as f64,
+        );
+        out.gauge(
+            "nagare_enrich_geoip_loaded",
+            "1 when a GeoIP database is loaded.",
+            m.geoip_loaded.get() as f64,
+        );
+        out.gauge(
+            "nagare_enrich_last_reload_timestamp_seconds",
+            "Time of the last reload attempt.",
+            m.last_reload_unix.get() as f64,
+        );
     }
 }
 
@@ -645,11 +696,11 @@ name = "partner-net"
         let g = geo();
         // (address, expected subnet, expected subnet name)
         let cases = [
-            ("10.20.7.9", "10.20.7.0/24", "osaka-lab"),    // most specific configured
+            ("10.20.7.9", "10.20.7.0/24", "osaka-lab"), // most specific configured
             ("10.20.8.9", "10.20.0.0/16", "osaka-branch"), // enclosing configured
-            ("10.11.5.21", "10.11.5.0/24", ""),            // l2 network's subnet, no name
-            ("10.99.1.2", "10.99.1.0/24", ""),             // derived /24
-            ("2001:db8:5:6::1", "2001:db8:5:6::/64", ""),  // derived /64
+            ("10.11.5.21", "10.11.5.0/24", ""),         // l2 network's subnet, no name
+            ("10.99.1.2", "10.99.1.0/24", ""),          // derived /24
+            ("2001:db8:5:6::1", "2001:db8:5:6::/64", ""), // derived /64
             ("203.0.113.7", "203.0.113.0/24", "partner-net"),
         ];
         for (ip, net, name) in cases {
@@ -676,7 +727,10 @@ name = "partner-net"
             let e = t.endpoint(&g, ip.parse().unwrap(), vlan, 0);
             assert_eq!(&*sym::resolve(e.l2), l2, "{ip} vlan {vlan}");
         }
-        assert_eq!(t.endpoint(&g, "10.11.5.21".parse().unwrap(), 0, 0).vlan, 1105);
+        assert_eq!(
+            t.endpoint(&g, "10.11.5.21".parse().unwrap(), 0, 0).vlan,
+            1105
+        );
     }
 
     #[test]
@@ -701,12 +755,30 @@ name = "partner-net"
         let doc = t.endpoint(&g, "198.51.100.9".parse().unwrap(), 0, 0);
         assert_eq!(doc.flags & (flag::INTERNAL | flag::INTERNET), 0);
         assert_eq!(doc.country, 0);
-        assert!(t.endpoint(&g, "224.0.0.252".parse().unwrap(), 0, 0).is(flag::MULTICAST));
-        assert!(t.endpoint(&g, "ff02::1:3".parse().unwrap(), 0, 0).is(flag::MULTICAST));
-        assert!(t.endpoint(&g, "10.11.5.255".parse().unwrap(), 0, 0).is(flag::BROADCAST));
-        assert!(t.endpoint(&g, "10.99.3.255".parse().unwrap(), 0, 0).is(flag::BROADCAST));
-        assert!(t.endpoint(&g, "255.255.255.255".parse().unwrap(), 0, 0).is(flag::BROADCAST));
-        assert!(!t.endpoint(&g, "10.20.0.255".parse().unwrap(), 0, 0).is(flag::BROADCAST)); // inside a /16
+        assert!(
+            t.endpoint(&g, "224.0.0.252".parse().unwrap(), 0, 0)
+                .is(flag::MULTICAST)
+        );
+        assert!(
+            t.endpoint(&g, "ff02::1:3".parse().unwrap(), 0, 0)
+                .is(flag::MULTICAST)
+        );
+        assert!(
+            t.endpoint(&g, "10.11.5.255".parse().unwrap(), 0, 0)
+                .is(flag::BROADCAST)
+        );
+        assert!(
+            t.endpoint(&g, "10.99.3.255".parse().unwrap(), 0, 0)
+                .is(flag::BROADCAST)
+        );
+        assert!(
+            t.endpoint(&g, "255.255.255.255".parse().unwrap(), 0, 0)
+                .is(flag::BROADCAST)
+        );
+        assert!(
+            !t.endpoint(&g, "10.20.0.255".parse().unwrap(), 0, 0)
+                .is(flag::BROADCAST)
+        ); // inside a /16
         // a public address without a country in the database
         let x = t.endpoint(&g, "1.1.1.1".parse().unwrap(), 0, 0);
         assert!(x.is(flag::INTERNET));

@@ -82,7 +82,11 @@ pub struct Overflow {
 
 impl Overflow {
     pub fn is_empty(&self) -> bool {
-        self.flows == 0 && self.packets == 0 && self.src_bytes == 0 && self.dst_bytes == 0 && self.sessions == 0
+        self.flows == 0
+            && self.packets == 0
+            && self.src_bytes == 0
+            && self.dst_bytes == 0
+            && self.sessions == 0
     }
 }
 
@@ -114,7 +118,10 @@ impl Chunk {
     pub fn outer_of(&self, i: u32) -> Option<(&Endpoint, &Endpoint)> {
         let k = self.outer.binary_search_by_key(&i, |o| o.0).ok()?;
         let (_, s, d) = self.outer[k];
-        Some((self.endpoints.get(s as usize)?, self.endpoints.get(d as usize)?))
+        Some((
+            self.endpoints.get(s as usize)?,
+            self.endpoints.get(d as usize)?,
+        ))
     }
 
     pub fn end(&self) -> i64 {

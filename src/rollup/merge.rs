@@ -106,11 +106,13 @@ pub fn merge_chunks(res: u32, start: i64, chunks: &[&Chunk], cap: usize) -> Chun
             overflow.flows_exact = false;
         }
         for f in &c.ifaces {
-            let e = ifaces.entry((f.exporter, f.ifindex)).or_insert(super::chunk::IfaceRow {
-                exporter: f.exporter,
-                ifindex: f.ifindex,
-                ..Default::default()
-            });
+            let e = ifaces
+                .entry((f.exporter, f.ifindex))
+                .or_insert(super::chunk::IfaceRow {
+                    exporter: f.exporter,
+                    ifindex: f.ifindex,
+                    ..Default::default()
+                });
             e.in_bytes += f.in_bytes;
             e.out_bytes += f.out_bytes;
             e.in_packets += f.in_packets;

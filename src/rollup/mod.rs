@@ -48,7 +48,9 @@ pub enum RollupError {
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     let t = s.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: i64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 90s, 5m, 2h, 14d"))?;
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 90s, 5m, 2h, 14d"))?;
     let mult = match unit.trim() {
         "" | "s" => 1,
         "m" | "min" => 60,
@@ -164,7 +166,9 @@ impl Default for RollupConfig {
 impl RollupConfig {
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8)
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(1, 8)
         } else {
             self.shards.min(64)
         }
@@ -178,10 +182,14 @@ impl RollupConfig {
             let secs = r.bucket.secs().map_err(RollupError::Config)?;
             let ret = r.retention.secs().map_err(RollupError::Config)?;
             if !(1..=86_400).contains(&secs) || 86_400 % secs != 0 && secs % 60 != 0 {
-                return Err(RollupError::Config(format!("bucket {secs}s: use 1s..1d, dividing a day")));
+                return Err(RollupError::Config(format!(
+                    "bucket {secs}s: use 1s..1d, dividing a day"
+                )));
             }
             if ret < secs {
-                return Err(RollupError::Config(format!("retention {ret}s is shorter than its bucket {secs}s")));
+                return Err(RollupError::Config(format!(
+                    "retention {ret}s is shorter than its bucket {secs}s"
+                )));
             }
             v.push(ResolutionConfig {
                 seconds: secs as u32,
@@ -193,7 +201,9 @@ impl RollupConfig {
         }
         v.sort_by_key(|r| r.seconds);
         if v.is_empty() {
-            return Err(RollupError::Config("at least one resolution is needed".into()));
+            return Err(RollupError::Config(
+                "at least one resolution is needed".into(),
+            ));
         }
         for w in v.windows(2) {
             if w[1].seconds % w[0].seconds != 0 {
@@ -236,12 +246,31 @@ pub struct FlowIn {
 
 impl FlowIn {
     /// Enriches a record (the tenant pair when VMware overlay elements are present).
-    pub fn from_record(r: &FlowRecord, t: &crate::enrich::Tables, geo: &crate::enrich::geoip::GeoTable) -> Self {
+    pub fn from_record(
+        r: &FlowRecord,
+        t: &crate::enrich::Tables,
+        geo: &crate::enrich::geoip::GeoTable,
+    ) -> Self {
         let (src, sp, dst, dp, proto) = r.effective_endpoints();
         let overlay = src != r.src || dst != r.dst;
-        let src_ep = t.endpoint(geo, src, if overlay { 0 } else { r.vlan }, if overlay { 0 } else { r.src_as });
-        let dst_ep = t.endpoint(geo, dst, if overlay { 0 } else { r.post_vlan }, if overlay { 0 } else { r.dst_as });
-        let outer = overlay.then(|| (t.endpoint(geo, r.src, r.vlan, r.src_as), t.endpoint(geo, r.dst, r.post_vlan, r.dst_as)));
+        let src_ep = t.endpoint(
+            geo,
+            src,
+            if overlay { 0 } else { r.vlan },
+            if overlay { 0 } else { r.src_as },
+        );
+        let dst_ep = t.endpoint(
+            geo,
+            dst,
+            if overlay { 0 } else { r.post_vlan },
+            if overlay { 0 } else { r.dst_as },
+        );
+        let outer = overlay.then(|| {
+            (
+                t.endpoint(geo, r.src, r.vlan, r.src_as),
+                t.endpoint(geo, r.dst, r.post_vlan, r.dst_as),
+            )
+        });
         Self {
             src: src_ep,
             dst: dst_ep,
@@ -307,11 +336,20 @@ pub struct Rollup {
 
 impl Rollup {
     /// Loads the history from `state_dir/rollup`, then starts the shard threads.
-    pub fn start(cfg: &RollupConfig, state_dir: Option<PathBuf>, enricher: Arc<Enricher>) -> Result<(Arc<Self>, store::LoadReport), RollupError> {
+    pub fn start(
+        cfg: &RollupConfig,
+        state_dir: Option<PathBuf>,
+        enricher: Arc<Enricher>,
+    ) -> Result<(Arc<Self>, store::LoadReport), RollupError> {
         let res = cfg.resolutions()?;
         let shards = cfg.shard_count();
         let caps: Vec<usize> = res.iter().map(|r| r.max_rows).collect();
-        let store = Store::new(state_dir.map(|d| d.join("rollup")), res, shards, cfg.memory_budget_bytes);
+        let store = Store::new(
+            state_dir.map(|d| d.join("rollup")),
+            res,
+            shards,
+            cfg.memory_budget_bytes,
+        );
         let report = store.load(crate::daemon::now_ms() / 1000, &caps)?;
         let fold = FoldLimits {
             max_sessions: (cfg.max_sessions / shards).max(1024),
@@ -387,7 +425,9 @@ impl Rollup {
             batch.clear();
             return;
         }
-        let mut per: Vec<Vec<FlowIn>> = (0..n).map(|_| Vec::with_capacity(batch.len() / n + 8)).collect();
+        let mut per: Vec<Vec<FlowIn>> = (0..n)
+            .map(|_| Vec::with_capacity(batch.len() / n + 8))
+            .collect();
         for r in batch.drain(..) {
             let f = FlowIn::from_record(&r, &tables, &geo);
             per[f.shard_of(n)].push(f);
@@ -401,7 +441,10 @@ impl Rollup {
                 Ok(()) => {}
                 Err(crossbeam_channel::TrySendError::Full(v)) => {
                     // brief back-pressure into the socket buffer, then drop (counted)
-                    if senders[i].send_timeout(v, Duration::from_millis(50)).is_err() {
+                    if senders[i]
+                        .send_timeout(v, Duration::from_millis(50))
+                        .is_err()
+                    {
                         self.shard_metrics[i].queue_dropped.add(len);
                     }
                 }
@@ -430,13 +473,48 @@ impl Rollup {
     pub fn render_metrics(&self, out: &mut Exposition) {
         type Get = fn(&ShardMetrics) -> u64;
         let fams: [(&str, &str, &str, Get); 7] = [
-            ("nagare_rollup_records_total", "Records that reached a rollup shard.", "counter", |m| m.records.get()),
-            ("nagare_rollup_refused_old_records_total", "Records older than every resolution's retention (refused).", "counter", |m| m.refused_old.get()),
-            ("nagare_rollup_refused_future_records_total", "Records timestamped too far in the future (refused).", "counter", |m| m.refused_future.get()),
-            ("nagare_rollup_overflow_records_total", "Records merged into a bucket's overflow row (cardinality cap reached).", "counter", |m| m.overflow_records.get()),
-            ("nagare_rollup_queue_dropped_records_total", "Records dropped because a shard's queue stayed full.", "counter", |m| m.queue_dropped.get()),
-            ("nagare_rollup_open_buckets", "Buckets open in the shard.", "gauge", |m| m.open_buckets.get()),
-            ("nagare_rollup_sessions", "Sessions tracked by the shard.", "gauge", |m| m.sessions.get()),
+            (
+                "nagare_rollup_records_total",
+                "Records that reached a rollup shard.",
+                "counter",
+                |m| m.records.get(),
+            ),
+            (
+                "nagare_rollup_refused_old_records_total",
+                "Records older than every resolution's retention (refused).",
+                "counter",
+                |m| m.refused_old.get(),
+            ),
+            (
+                "nagare_rollup_refused_future_records_total",
+                "Records timestamped too far in the future (refused).",
+                "counter",
+                |m| m.refused_future.get(),
+            ),
+            (
+                "nagare_rollup_overflow_records_total",
+                "Records merged into a bucket's overflow row (cardinality cap reached).",
+                "counter",
+                |m| m.overflow_records.get(),
+            ),
+            (
+                "nagare_rollup_queue_dropped_records_total",
+                "Records dropped because a shard's queue stayed full.",
+                "counter",
+                |m| m.queue_dropped.get(),
+            ),
+            (
+                "nagare_rollup_open_buckets",
+                "Buckets open in the shard.",
+                "gauge",
+                |m| m.open_buckets.get(),
+            ),
+            (
+                "nagare_rollup_sessions",
+                "Sessions tracked by the shard.",
+                "gauge",
+                |m| m.sessions.get(),
+            ),
         ];
         for (name, help, kind, get) in fams {
             out.header(name, help, kind);
@@ -445,32 +523,80 @@ impl Rollup {
             }
         }
         let sum = |f: fn(&FoldMetrics) -> u64| self.fold_metrics.iter().map(|m| f(m)).sum::<u64>();
-        out.counter("nagare_rollup_sessions_total", "Sessions started.", sum(|m| m.sessions_new.get()));
+        out.counter(
+            "nagare_rollup_sessions_total",
+            "Sessions started.",
+            sum(|m| m.sessions_new.get()),
+        );
         out.counter(
             "nagare_rollup_duplicate_records_total",
             "Records of a session direction already reported by another observation point (not added to flows).",
             sum(|m| m.duplicates.get()),
         );
-        out.counter("nagare_rollup_session_evictions_total", "Sessions dropped from the session table (idle or capacity).", sum(|m| m.evicted.get()));
+        out.counter(
+            "nagare_rollup_session_evictions_total",
+            "Sessions dropped from the session table (idle or capacity).",
+            sum(|m| m.evicted.get()),
+        );
         out.counter(
             "nagare_rollup_session_table_full_total",
             "Times the session table reached its cap and rotated early.",
             sum(|m| m.forced_rotations.get()),
         );
         let sm = &self.store.metrics;
-        out.counter("nagare_rollup_chunks_written_total", "Closed buckets written to disk.", sm.chunks_written.get());
-        out.counter("nagare_rollup_written_bytes_total", "Bytes written to rollup segments.", sm.bytes_written.get());
-        out.counter("nagare_rollup_write_errors_total", "Failed segment writes (data kept in memory).", sm.write_errors.get());
-        out.counter("nagare_rollup_corrupt_frames_total", "Damaged frames skipped when loading history.", sm.corrupt_frames.get());
-        out.counter("nagare_rollup_recovered_chunks_total", "Coarse buckets rebuilt after an unclean stop.", sm.recovered_chunks.get());
-        out.counter("nagare_rollup_shed_buckets_total", "Buckets dropped from memory to respect the memory budget.", sm.shed_buckets.get());
-        out.counter("nagare_rollup_shed_rows_total", "Rows dropped from memory to respect the memory budget.", sm.shed_rows.get());
-        out.counter("nagare_rollup_expired_buckets_total", "Buckets removed past their retention.", sm.expired_buckets.get());
-        out.gauge("nagare_rollup_memory_bytes", "Memory held by stored rows.", self.store.memory_bytes() as f64);
+        out.counter(
+            "nagare_rollup_chunks_written_total",
+            "Closed buckets written to disk.",
+            sm.chunks_written.get(),
+        );
+        out.counter(
+            "nagare_rollup_written_bytes_total",
+            "Bytes written to rollup segments.",
+            sm.bytes_written.get(),
+        );
+        out.counter(
+            "nagare_rollup_write_errors_total",
+            "Failed segment writes (data kept in memory).",
+            sm.write_errors.get(),
+        );
+        out.counter(
+            "nagare_rollup_corrupt_frames_total",
+            "Damaged frames skipped when loading history.",
+            sm.corrupt_frames.get(),
+        );
+        out.counter(
+            "nagare_rollup_recovered_chunks_total",
+            "Coarse buckets rebuilt after an unclean stop.",
+            sm.recovered_chunks.get(),
+        );
+        out.counter(
+            "nagare_rollup_shed_buckets_total",
+            "Buckets dropped from memory to respect the memory budget.",
+            sm.shed_buckets.get(),
+        );
+        out.counter(
+            "nagare_rollup_shed_rows_total",
+            "Rows dropped from memory to respect the memory budget.",
+            sm.shed_rows.get(),
+        );
+        out.counter(
+            "nagare_rollup_expired_buckets_total",
+            "Buckets removed past their retention.",
+            sm.expired_buckets.get(),
+        );
+        out.gauge(
+            "nagare_rollup_memory_bytes",
+            "Memory held by stored rows.",
+            self.store.memory_bytes() as f64,
+        );
         let rows = self.store.rows_per_resolution();
         out.header("nagare_rollup_rows", "Rows stored per resolution.", "gauge");
         for r in self.store.resolutions() {
-            out.sample("nagare_rollup_rows", &[("resolution", &format!("{}s", r.seconds))], rows.get(&r.seconds).copied().unwrap_or(0) as f64);
+            out.sample(
+                "nagare_rollup_rows",
+                &[("resolution", &format!("{}s", r.seconds))],
+                rows.get(&r.seconds).copied().unwrap_or(0) as f64,
+            );
         }
         self.render_last_minute(out);
     }
@@ -478,12 +604,19 @@ impl Rollup {
     /// Traffic of the last closed finest-resolution bucket by flow-type tag, L2 network,
     /// exporter interface and country (top N by bytes, the rest as `other`).
     fn render_last_minute(&self, out: &mut Exposition) {
-        let Some(res) = self.store.resolutions().first().map(|r| r.seconds) else { return };
+        let Some(res) = self.store.resolutions().first().map(|r| r.seconds) else {
+            return;
+        };
         let view = self.store.view();
-        let Some(idx) = view.closed.iter().find(|i| i.res == res) else { return };
+        let Some(idx) = view.closed.iter().find(|i| i.res == res) else {
+            return;
+        };
         let now_s = crate::daemon::now_ms() / 1000;
         // the newest bucket that ended (ignore late re-opened old buckets)
-        let Some((start, chunks)) = idx.buckets.range(..now_s - i64::from(res) + 1).next_back() else { return };
+        let Some((start, chunks)) = idx.buckets.range(..now_s - i64::from(res) + 1).next_back()
+        else {
+            return;
+        };
         let mut by_tag: HashMap<&'static str, u64> = HashMap::new();
         let mut by_l2: HashMap<(String, &'static str), u64> = HashMap::new();
         let mut by_country: HashMap<(String, &'static str), u64> = HashMap::new();
@@ -497,7 +630,11 @@ impl Rollup {
                 }
                 for (ep, end) in [(r.src, "source"), (r.dst, "destination")] {
                     if let Some(e) = c.endpoints.get(ep as usize) {
-                        let l2 = if e.l2.is_some() { sym::resolve(e.l2).to_string() } else { "unknown".into() };
+                        let l2 = if e.l2.is_some() {
+                            sym::resolve(e.l2).to_string()
+                        } else {
+                            "unknown".into()
+                        };
                         *by_l2.entry((l2, end)).or_default() += b;
                         let country = countries::name(e.country).unwrap_or("Unknown").to_string();
                         *by_country.entry((country, end)).or_default() += b;
@@ -506,8 +643,14 @@ impl Rollup {
             }
             for f in &c.ifaces {
                 let (sw, ifn) = tables.interface(f.exporter.ip, f.ifindex);
-                let sw = sw.map_or_else(|| f.exporter.ip.to_string(), |s| sym::resolve(s).to_string());
-                let ifn = ifn.map_or_else(|| format!("ifIndex {}", f.ifindex), |s| sym::resolve(s).to_string());
+                let sw = sw.map_or_else(
+                    || f.exporter.ip.to_string(),
+                    |s| sym::resolve(s).to_string(),
+                );
+                let ifn = ifn.map_or_else(
+                    || format!("ifIndex {}", f.ifindex),
+                    |s| sym::resolve(s).to_string(),
+                );
                 *by_if.entry((sw.clone(), ifn.clone(), "in")).or_default() += f.in_bytes;
                 *by_if.entry((sw, ifn, "out")).or_default() += f.out_bytes;
             }
@@ -518,40 +661,76 @@ impl Rollup {
             *start as f64,
         );
         let name = "nagare_rollup_minute_bytes_by_flow_type";
-        out.header(name, "Bytes of the last closed minute by flow-type tag.", "gauge");
+        out.header(
+            name,
+            "Bytes of the last closed minute by flow-type tag.",
+            "gauge",
+        );
         let mut tags: Vec<_> = by_tag.into_iter().collect();
         tags.sort();
         for (t, b) in tags {
             out.sample(name, &[("flow_type", t)], b as f64);
         }
         let top = self.top;
-        let mut emit2 = |name: &str, help: &str, label: &str, m: HashMap<(String, &'static str), u64>| {
-            out.header(name, help, "gauge");
-            for end in ["source", "destination"] {
-                let mut v: Vec<(&String, u64)> = m.iter().filter(|((_, e), _)| *e == end).map(|((k, _), b)| (k, *b)).collect();
-                v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-                let other: u64 = v.iter().skip(top).map(|x| x.1).sum();
-                for (k, b) in v.iter().take(top) {
-                    out.sample(name, &[(label, k), ("end", end)], *b as f64);
+        let mut emit2 =
+            |name: &str, help: &str, label: &str, m: HashMap<(String, &'static str), u64>| {
+                out.header(name, help, "gauge");
+                for end in ["source", "destination"] {
+                    let mut v: Vec<(&String, u64)> = m
+                        .iter()
+                        .filter(|((_, e), _)| *e == end)
+                        .map(|((k, _), b)| (k, *b))
+                        .collect();
+                    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+                    let other: u64 = v.iter().skip(top).map(|x| x.1).sum();
+                    for (k, b) in v.iter().take(top) {
+                        out.sample(name, &[(label, k), ("end", end)], *b as f64);
+                    }
+                    if v.len() > top {
+                        out.sample(name, &[(label, "other"), ("end", end)], other as f64);
+                    }
                 }
-                if v.len() > top {
-                    out.sample(name, &[(label, "other"), ("end", end)], other as f64);
-                }
-            }
-        };
-        emit2("nagare_rollup_minute_bytes_by_l2_network", "Bytes of the last closed minute by L2 network of either end (top N).", "l2_network", by_l2);
-        emit2("nagare_rollup_minute_bytes_by_country", "Bytes of the last closed minute by country of either end (top N).", "country", by_country);
+            };
+        emit2(
+            "nagare_rollup_minute_bytes_by_l2_network",
+            "Bytes of the last closed minute by L2 network of either end (top N).",
+            "l2_network",
+            by_l2,
+        );
+        emit2(
+            "nagare_rollup_minute_bytes_by_country",
+            "Bytes of the last closed minute by country of either end (top N).",
+            "country",
+            by_country,
+        );
         let name = "nagare_rollup_minute_bytes_by_interface";
-        out.header(name, "Bytes of the last closed minute through switch ports (top N per direction).", "gauge");
+        out.header(
+            name,
+            "Bytes of the last closed minute through switch ports (top N per direction).",
+            "gauge",
+        );
         for dir in ["in", "out"] {
-            let mut v: Vec<(&(String, String, &str), &u64)> = by_if.iter().filter(|(k, _)| k.2 == dir).collect();
+            let mut v: Vec<(&(String, String, &str), &u64)> =
+                by_if.iter().filter(|(k, _)| k.2 == dir).collect();
             v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
             let other: u64 = v.iter().skip(top).map(|x| *x.1).sum();
             for (k, b) in v.iter().take(top) {
-                out.sample(name, &[("switch", &k.0), ("interface", &k.1), ("direction", dir)], **b as f64);
+                out.sample(
+                    name,
+                    &[("switch", &k.0), ("interface", &k.1), ("direction", dir)],
+                    **b as f64,
+                );
             }
             if v.len() > top {
-                out.sample(name, &[("switch", "other"), ("interface", "other"), ("direction", dir)], other as f64);
+                out.sample(
+                    name,
+                    &[
+                        ("switch", "other"),
+                        ("interface", "other"),
+                        ("direction", dir),
+                    ],
+                    other as f64,
+                );
             }
         }
     }

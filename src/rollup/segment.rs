@@ -80,7 +80,10 @@ struct R<'a> {
 
 impl R<'_> {
     fn u8(&mut self) -> Result<u8, SegmentError> {
-        let x = *self.b.get(self.p).ok_or(SegmentError::Corrupt("truncated"))?;
+        let x = *self
+            .b
+            .get(self.p)
+            .ok_or(SegmentError::Corrupt("truncated"))?;
         self.p += 1;
         Ok(x)
     }
@@ -105,7 +108,13 @@ impl R<'_> {
     fn bytes(&mut self, n: usize) -> Result<&[u8], SegmentError> {
         let s = self
             .b
-            .get(self.p..self.p.checked_add(n).ok_or(SegmentError::Corrupt("length"))?)
+            .get(
+                self.p
+                    ..self
+                        .p
+                        .checked_add(n)
+                        .ok_or(SegmentError::Corrupt("length"))?,
+            )
             .ok_or(SegmentError::Corrupt("truncated"))?;
         self.p += n;
         Ok(s)
@@ -251,12 +260,16 @@ pub fn decode(b: &[u8]) -> Result<Chunk, SegmentError> {
     let mut strings = vec![Sym::NONE];
     for _ in 0..n {
         let len = r.count()?;
-        let s = std::str::from_utf8(r.bytes(len)?).map_err(|_| SegmentError::Corrupt("name is not UTF-8"))?;
+        let s = std::str::from_utf8(r.bytes(len)?)
+            .map_err(|_| SegmentError::Corrupt("name is not UTF-8"))?;
         strings.push(sym::intern(s));
     }
     let s_at = |r: &mut R<'_>| -> Result<Sym, SegmentError> {
         let i = r.v()? as usize;
-        strings.get(i).copied().ok_or(SegmentError::Corrupt("name index"))
+        strings
+            .get(i)
+            .copied()
+            .ok_or(SegmentError::Corrupt("name index"))
     };
     let n = r.count()?;
     let mut endpoints = Vec::with_capacity(n);
@@ -316,7 +329,10 @@ pub fn decode(b: &[u8]) -> Result<Chunk, SegmentError> {
             last: u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("last"))?,
             _pad: 0,
         };
-        if row.src as usize >= endpoints.len() || row.dst as usize >= endpoints.len() || row.obs as usize >= obs.len() {
+        if row.src as usize >= endpoints.len()
+            || row.dst as usize >= endpoints.len()
+            || row.obs as usize >= obs.len()
+        {
             return Err(SegmentError::Corrupt("row refers past its tables"));
         }
         rows.push(row);
@@ -325,7 +341,10 @@ pub fn decode(b: &[u8]) -> Result<Chunk, SegmentError> {
     let mut outer = Vec::with_capacity(n);
     for _ in 0..n {
         let (row, s, d) = (r.v32()?, r.v32()?, r.v32()?);
-        if row as usize >= rows.len() || s as usize >= endpoints.len() || d as usize >= endpoints.len() {
+        if row as usize >= rows.len()
+            || s as usize >= endpoints.len()
+            || d as usize >= endpoints.len()
+        {
             return Err(SegmentError::Corrupt("overlay pair refers past its tables"));
         }
         outer.push((row, s, d));
@@ -412,7 +431,8 @@ pub fn read_frames(b: &[u8], mut each: impl FnMut(Chunk)) -> ReadReport {
         let len = u32::from_le_bytes([b[p + 6], b[p + 7], b[p + 8], b[p + 9]]) as usize;
         let crc = u32::from_le_bytes([b[p + 10], b[p + 11], b[p + 12], b[p + 13]]);
         if ver != VERSION {
-            rep.bad_frames.push((p, format!("unknown format version {ver}")));
+            rep.bad_frames
+                .push((p, format!("unknown format version {ver}")));
             p = resync(b, p + 1);
             continue;
         }
@@ -426,7 +446,8 @@ pub fn read_frames(b: &[u8], mut each: impl FnMut(Chunk)) -> ReadReport {
             // a damaged length in the middle of the file: try the next marker
             let next = resync(b, p + 1);
             if next < b.len() {
-                rep.bad_frames.push((p, "frame runs past the end of the file".into()));
+                rep.bad_frames
+                    .push((p, "frame runs past the end of the file".into()));
                 rep.truncated_tail = false;
                 p = next;
                 continue;

@@ -63,8 +63,9 @@ struct OpenBucket {
     rows: FxHashMap<RowKey, OpenRow>,
     overflow: Overflow,
     overflow_keys: FxHashSet<u64>,
-    /// per observation-point id: traffic (for switch ports)
-    ifaces: FxHashMap<u32, IfaceAcc>,
+    /// per (flow-direction) observation-point id: traffic as recorded [in client ->
+    /// server direction, in server -> client direction] (for switch ports)
+    ifaces: FxHashMap<u32, [IfaceAcc; 2]>,
     covers: Vec<u64>,
 }
 
@@ -94,7 +95,13 @@ fn key_hash(k: &RowKey) -> u64 {
 }
 
 impl Shard {
-    pub fn new(id: usize, store: Arc<Store>, fold: FoldLimits, metrics: Arc<ShardMetrics>, fold_metrics: Arc<FoldMetrics>) -> Self {
+    pub fn new(
+        id: usize,
+        store: Arc<Store>,
+        fold: FoldLimits,
+        metrics: Arc<ShardMetrics>,
+        fold_metrics: Arc<FoldMetrics>,
+    ) -> Self {
         let levels = store
             .resolutions()
             .iter()
@@ -150,7 +157,11 @@ impl Shard {
                 self.metrics.refused_future.inc();
                 continue;
             }
-            if self.levels.iter().all(|l| start_s < now_s - l.cfg.retention_secs) {
+            if self
+                .levels
+                .iter()
+                .all(|l| start_s < now_s - l.cfg.retention_secs)
+            {
                 self.metrics.refused_old.inc();
                 continue;
             }
@@ -171,13 +182,36 @@ impl Shard {
             let (client, server, server_port, cb, sb, outer) = if fo.src_is_client {
                 (&f.src, &f.dst, f.dst_port, f.bytes, f.rev_bytes, f.outer)
             } else {
-                (&f.dst, &f.src, f.src_port, f.rev_bytes, f.bytes, f.outer.map(|(a, b)| (b, a)))
+                (
+                    &f.dst,
+                    &f.src,
+                    f.src_port,
+                    f.rev_bytes,
+                    f.bytes,
+                    f.outer.map(|(a, b)| (b, a)),
+                )
             };
             // ICMP flows are keyed without ports.
-            let port = if f.proto == 1 || f.proto == 58 { 0 } else { server_port };
+            let port = if f.proto == 1 || f.proto == 58 {
+                0
+            } else {
+                server_port
+            };
             let packets = f.packets.saturating_add(f.rev_packets);
             let tags = classify::tags(client, server);
-            let obs_id = self.obs_id(&f.obs, f.switch_port);
+            // The row's observation point is expressed in the client -> server direction,
+            // so a reply (which enters where the request left) joins its request's row.
+            let obs_dir = if fo.src_is_client {
+                f.obs
+            } else {
+                ObsPoint {
+                    in_if: f.obs.out_if,
+                    out_if: f.obs.in_if,
+                    ..f.obs
+                }
+            };
+            let obs_id = self.obs_id(&obs_dir, f.switch_port);
+            let reply = usize::from(!fo.src_is_client);
             let key = RowKey {
                 client: ip_to_u128(client.ip),
                 server: ip_to_u128(server.ip),
@@ -220,7 +254,7 @@ impl Shard {
                     bucket.covers.push(s);
                 }
                 if f.switch_port {
-                    let acc = bucket.ifaces.entry(obs_id).or_default();
+                    let acc = &mut bucket.ifaces.entry(obs_id).or_default()[reply];
                     acc.bytes = acc.bytes.saturating_add(all_bytes);
                     acc.packets = acc.packets.saturating_add(packets);
                 }
@@ -288,14 +322,24 @@ impl Shard {
         order.sort_by(|a, b| {
             (b.1.src_bytes + b.1.dst_bytes)
                 .cmp(&(a.1.src_bytes + a.1.dst_bytes))
-                .then_with(|| (a.0.client, a.0.server, a.0.port, a.0.proto, a.0.obs).cmp(&(b.0.client, b.0.server, b.0.port, b.0.proto, b.0.obs)))
+                .then_with(|| {
+                    (a.0.client, a.0.server, a.0.port, a.0.proto, a.0.obs)
+                        .cmp(&(b.0.client, b.0.server, b.0.port, b.0.proto, b.0.obs))
+                })
         });
         for (k, r) in order {
-            let obs = self.obs_list.get(k.obs as usize).copied().unwrap_or(ObsPoint {
-                exporter: crate::model::ExporterId::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
-                in_if: 0,
-                out_if: 0,
-            });
+            let obs = self
+                .obs_list
+                .get(k.obs as usize)
+                .copied()
+                .unwrap_or(ObsPoint {
+                    exporter: crate::model::ExporterId::new(
+                        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                        0,
+                    ),
+                    in_if: 0,
+                    out_if: 0,
+                });
             let row = Row {
                 src_bytes: r.src_bytes,
                 dst_bytes: r.dst_bytes,
@@ -320,13 +364,21 @@ impl Shard {
         // switch ports: each observation's traffic counts in on its input interface and
         // out on its output interface
         let mut ifs: FxHashMap<(crate::model::ExporterId, u32), IfaceRow> = FxHashMap::default();
-        for (&id, acc) in &b.ifaces {
-            let Some(o) = self.obs_list.get(id as usize) else { continue };
+        for (&id, accs) in &b.ifaces {
+            let Some(o) = self.obs_list.get(id as usize) else {
+                continue;
+            };
             if !self.obs_switch.get(id as usize).copied().unwrap_or(false) {
                 continue;
             }
-            for (ifindex, inbound) in [(o.in_if, true), (o.out_if, false)] {
-                if ifindex == 0 {
+            // replies entered on the row's output interface and left on its input one
+            for (ifindex, inbound, acc) in [
+                (o.in_if, true, accs[0]),
+                (o.out_if, false, accs[0]),
+                (o.out_if, true, accs[1]),
+                (o.in_if, false, accs[1]),
+            ] {
+                if ifindex == 0 || (acc.bytes == 0 && acc.packets == 0) {
                     continue;
                 }
                 let e = ifs.entry((o.exporter, ifindex)).or_insert(IfaceRow {

@@ -40,7 +40,11 @@ impl StoreView {
             }
         }
         for shard in &self.open {
-            v.extend(shard.iter().filter(|c| c.res == res && c.start >= from && c.start < to));
+            v.extend(
+                shard
+                    .iter()
+                    .filter(|c| c.res == res && c.start >= from && c.start < to),
+            );
         }
         v
     }
@@ -73,7 +77,12 @@ impl StoreView {
             .flatten()
             .map(|c| c.rows.len())
             .sum::<usize>()
-            + self.open.iter().flat_map(|s| s.iter()).map(|c| c.rows.len()).sum::<usize>()
+            + self
+                .open
+                .iter()
+                .flat_map(|s| s.iter())
+                .map(|c| c.rows.len())
+                .sum::<usize>()
     }
 }
 
@@ -122,7 +131,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Store {
     /// A store persisting under `root` (None: memory only, for tests and tools).
-    pub fn new(root: Option<PathBuf>, resolutions: Vec<ResolutionConfig>, shards: usize, budget: usize) -> Arc<Self> {
+    pub fn new(
+        root: Option<PathBuf>,
+        resolutions: Vec<ResolutionConfig>,
+        shards: usize,
+        budget: usize,
+    ) -> Arc<Self> {
         let view = StoreView {
             closed: resolutions
                 .iter()
@@ -198,7 +212,11 @@ impl Store {
         let mut added = 0usize;
         for c in &closed {
             if let Some(idx) = v.closed.iter_mut().find(|i| i.res == c.res) {
-                Arc::make_mut(idx).buckets.entry(c.start).or_default().push(c.clone());
+                Arc::make_mut(idx)
+                    .buckets
+                    .entry(c.start)
+                    .or_default()
+                    .push(c.clone());
                 added += c.heap_bytes();
             }
         }
@@ -250,7 +268,10 @@ impl Store {
             let Some((res, start)) = what else { break };
             self.view.store(Arc::new(v));
             drop(_g);
-            self.closed_bytes.fetch_sub(freed.min(self.closed_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+            self.closed_bytes.fetch_sub(
+                freed.min(self.closed_bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
             self.metrics.shed_buckets.inc();
             self.metrics.shed_rows.add(rows as u64);
             let n = self.metrics.shed_buckets.get();
@@ -264,7 +285,9 @@ impl Store {
                 );
             }
         }
-        self.metrics.memory_bytes.set(self.closed_bytes.load(Ordering::Relaxed) as u64);
+        self.metrics
+            .memory_bytes
+            .set(self.closed_bytes.load(Ordering::Relaxed) as u64);
     }
 
     /// Drops buckets older than each resolution's retention, from memory and disk.
@@ -275,7 +298,11 @@ impl Store {
         let mut n = 0u64;
         for (idx, rc) in v.closed.iter_mut().zip(&self.resolutions) {
             let cutoff = now_s - rc.retention_secs;
-            if idx.buckets.first_key_value().is_some_and(|(s, _)| *s < cutoff) {
+            if idx
+                .buckets
+                .first_key_value()
+                .is_some_and(|(s, _)| *s < cutoff)
+            {
                 let m = Arc::make_mut(idx);
                 let keep = m.buckets.split_off(&cutoff);
                 for cs in m.buckets.values() {
@@ -296,15 +323,24 @@ impl Store {
         }
         self.view.store(Arc::new(v));
         drop(_g);
-        self.closed_bytes.fetch_sub(freed.min(self.closed_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.closed_bytes.fetch_sub(
+            freed.min(self.closed_bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
         self.metrics.expired_buckets.add(n);
-        self.metrics.memory_bytes.set(self.closed_bytes.load(Ordering::Relaxed) as u64);
+        self.metrics
+            .memory_bytes
+            .set(self.closed_bytes.load(Ordering::Relaxed) as u64);
     }
 
     /// Loads the history within retention from disk, rebuilds coarse buckets that a
     /// crash left unfinished (from the finest resolution's chunks), and reports what was
     /// damaged. Call before any shard runs.
-    pub fn load(&self, now_s: i64, max_rows_per_bucket: &[usize]) -> Result<LoadReport, RollupError> {
+    pub fn load(
+        &self,
+        now_s: i64,
+        max_rows_per_bucket: &[usize],
+    ) -> Result<LoadReport, RollupError> {
         let t0 = std::time::Instant::now();
         let mut rep = LoadReport::default();
         let Some(root) = self.root.clone() else {
@@ -333,11 +369,13 @@ impl Store {
                     }
                 });
                 for (off, why) in r.bad_frames {
-                    rep.bad_frames.push(format!("{} at byte {off}: {why}", path.display()));
+                    rep.bad_frames
+                        .push(format!("{} at byte {off}: {why}", path.display()));
                 }
                 if r.truncated_tail {
                     // an interrupted append (kill -9 while writing): the tail is dropped
-                    rep.bad_frames.push(format!("{}: truncated last frame ignored", path.display()));
+                    rep.bad_frames
+                        .push(format!("{}: truncated last frame ignored", path.display()));
                 }
             }
             per_res.push(chunks);
@@ -348,7 +386,10 @@ impl Store {
         if let Some((finest, coarse)) = per_res.split_first() {
             for (ci, chunks) in coarse.iter().enumerate() {
                 let rc = &self.resolutions[ci + 1];
-                let covered: BTreeSet<u64> = chunks.iter().flat_map(|c| c.covers.iter().copied()).collect();
+                let covered: BTreeSet<u64> = chunks
+                    .iter()
+                    .flat_map(|c| c.covers.iter().copied())
+                    .collect();
                 let cutoff = now_s - rc.retention_secs;
                 let mut missing: BTreeMap<i64, Vec<&Chunk>> = BTreeMap::new();
                 for f in finest {
@@ -361,7 +402,10 @@ impl Store {
                     }
                 }
                 for (b, fs) in missing {
-                    let cap = max_rows_per_bucket.get(ci + 1).copied().unwrap_or(usize::MAX);
+                    let cap = max_rows_per_bucket
+                        .get(ci + 1)
+                        .copied()
+                        .unwrap_or(usize::MAX);
                     let mut m = merge_chunks(rc.seconds, b, &fs, cap);
                     m.seq = self.next_seq();
                     m.covers = fs.iter().map(|c| c.seq).collect();
@@ -384,7 +428,11 @@ impl Store {
             rep.rows += c.rows.len();
             bytes += c.heap_bytes();
             if let Some(idx) = v.closed.iter_mut().find(|i| i.res == c.res) {
-                Arc::make_mut(idx).buckets.entry(c.start).or_default().push(Arc::new(c));
+                Arc::make_mut(idx)
+                    .buckets
+                    .entry(c.start)
+                    .or_default()
+                    .push(Arc::new(c));
             }
         }
         self.view.store(Arc::new(v));
@@ -415,7 +463,12 @@ impl Store {
         let v = self.view();
         let mut m: HashMap<u32, usize> = HashMap::new();
         for idx in &v.closed {
-            *m.entry(idx.res).or_default() += idx.buckets.values().flatten().map(|c| c.rows.len()).sum::<usize>();
+            *m.entry(idx.res).or_default() += idx
+                .buckets
+                .values()
+                .flatten()
+                .map(|c| c.rows.len())
+                .sum::<usize>();
         }
         for s in &v.open {
             for c in s.iter() {

@@ -1,0 +1,258 @@
+//! Random enriched flows -> rollups: totals per bucket and per resolution equal a naive
+//! computation over the same flows (bytes, packets, sessions, distinct flows), the
+//! overflow row included.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use nagare::enrich::Tables;
+use nagare::enrich::fold::{FoldLimits, FoldMetrics};
+use nagare::enrich::geoip::GeoTable;
+use nagare::enrich::inventory::Inventory;
+use nagare::model::{ExporterId, FlowRecord};
+use nagare::rollup::shard::Shard;
+use nagare::rollup::store::Store;
+use nagare::rollup::{FlowIn, ResolutionConfig, ShardMetrics};
+use proptest::prelude::*;
+
+const NOW_MS: i64 = 1_764_000_000_000;
+
+#[derive(Debug, Clone)]
+struct Session {
+    client: u8,
+    server: u8,
+    cport: u16,
+    sport: u16,
+    proto: u8,
+    exporter: u8,
+    /// (offset seconds from the session start, forward?, bytes, packets)
+    records: Vec<(u16, bool, u32, u16)>,
+    start: u32,
+}
+
+fn arb_session() -> impl Strategy<Value = Session> {
+    (
+        0u8..12,
+        0u8..12,
+        40_000u16..40_030,
+        prop_oneof![Just(22u16), Just(443), Just(53), Just(3389)],
+        prop_oneof![Just(6u8), Just(17)],
+        0u8..2,
+        proptest::collection::vec((0u16..400, any::<bool>(), 1u32..100_000, 1u16..50), 1..6),
+        0u32..7200,
+    )
+        .prop_map(
+            |(client, server, cport, sport, proto, exporter, records, start)| Session {
+                client,
+                server: if server == client {
+                    (server + 1) % 12
+                } else {
+                    server
+                },
+                cport,
+                sport,
+                proto,
+                exporter,
+                records,
+                start,
+            },
+        )
+}
+
+fn ip(i: u8) -> IpAddr {
+    format!("10.0.{}.{}", i / 4, i + 1).parse().unwrap()
+}
+
+/// One record of a session as a shard receives it.
+fn flow_in(s: &Session, rec: (u16, bool, u32, u16), first: bool, t: &Tables) -> FlowIn {
+    let (off, fwd, bytes, packets) = rec;
+    // the first record is the client's SYN so the client is known for sure
+    let fwd = fwd || first;
+    let (src, sp, dst, dp) = if fwd {
+        (ip(s.client), s.cport, ip(s.server), s.sport)
+    } else {
+        (ip(s.server), s.sport, ip(s.client), s.cport)
+    };
+    let start_ms = NOW_MS - 3 * 3_600_000 + i64::from(s.start + u32::from(off)) * 1000;
+    let mut r = FlowRecord::empty(
+        ExporterId::new(format!("192.0.2.{}", s.exporter + 1).parse().unwrap(), 0),
+        10,
+    );
+    r.src = src;
+    r.dst = dst;
+    r.src_port = sp;
+    r.dst_port = dp;
+    r.protocol = s.proto;
+    r.tcp_flags = if first { 0x02 } else { 0x18 };
+    r.bytes = u64::from(bytes);
+    r.packets = u64::from(packets);
+    r.start_ms = start_ms;
+    r.end_ms = start_ms + 500;
+    // replies enter where requests leave
+    r.in_if = if fwd { 1 } else { 2 };
+    r.out_if = if fwd { 2 } else { 1 };
+    FlowIn::from_record(&r, t, &GeoTable::default())
+}
+
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+struct Tot {
+    flows: u64,
+    bytes: u64,
+    packets: u64,
+    sessions: u64,
+}
+
+fn resolutions(cap: usize) -> Vec<ResolutionConfig> {
+    [60u32, 300, 3600]
+        .iter()
+        .map(|&s| ResolutionConfig {
+            seconds: s,
+            retention_secs: 30 * 86_400,
+            max_rows: cap,
+            grace_secs: 10,
+            max_future_secs: 300,
+        })
+        .collect()
+}
+
+fn run(
+    sessions: &[Session],
+    cap: usize,
+    shards: usize,
+) -> (BTreeMap<(u32, i64), Tot>, BTreeMap<(u32, i64), Tot>) {
+    // One generated session per 5-tuple (two would be one session to any collector).
+    let mut seen = BTreeSet::new();
+    let sessions: Vec<Session> = sessions
+        .iter()
+        .filter(|s| {
+            let a = (s.client, s.cport);
+            let b = (s.server, s.sport);
+            seen.insert((a.min(b), a.max(b), s.proto))
+        })
+        .cloned()
+        .collect();
+    let sessions = &sessions[..];
+    let t = Tables::build(Inventory::empty(), 1);
+    // records in time order, as an exporter would send them
+    let mut recs: Vec<(i64, usize, FlowIn)> = Vec::new();
+    for (si, s) in sessions.iter().enumerate() {
+        let mut rs = s.records.clone();
+        rs.sort_by_key(|r| r.0);
+        for (k, r) in rs.iter().enumerate() {
+            let f = flow_in(s, *r, k == 0, &t);
+            recs.push((f.start_ms, si, f));
+        }
+    }
+    recs.sort_by_key(|r| (r.0, r.1));
+
+    // Naive: per (resolution, bucket).
+    let mut naive: BTreeMap<(u32, i64), Tot> = BTreeMap::new();
+    let mut keys: HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, u8)>> = HashMap::new();
+    let mut seen_session: BTreeSet<usize> = BTreeSet::new();
+    for (ms, si, f) in &recs {
+        let s = &sessions[*si];
+        let new_session = seen_session.insert(*si);
+        for res in [60u32, 300, 3600] {
+            let b = (ms / 1000).div_euclid(i64::from(res)) * i64::from(res);
+            let e = naive.entry((res, b)).or_default();
+            e.bytes += f.bytes;
+            e.packets += f.packets;
+            e.sessions += u64::from(new_session);
+            keys.entry((res, b)).or_default().insert((
+                ip(s.client),
+                ip(s.server),
+                s.sport,
+                s.proto,
+                s.exporter,
+            ));
+        }
+    }
+    for (k, v) in keys {
+        naive.get_mut(&k).unwrap().flows = v.len() as u64;
+    }
+
+    // Rollups.
+    let store = Store::new(None, resolutions(cap), shards, 0);
+    let mut sh: Vec<Shard> = (0..shards)
+        .map(|i| {
+            Shard::new(
+                i,
+                store.clone(),
+                FoldLimits {
+                    max_sessions: 1_000_000,
+                    idle_ms: 86_400_000,
+                },
+                Arc::new(ShardMetrics::default()),
+                Arc::new(FoldMetrics::default()),
+            )
+        })
+        .collect();
+    for chunk in recs.chunks(37) {
+        let mut per: Vec<Vec<FlowIn>> = vec![vec![]; shards];
+        for (_, _, f) in chunk {
+            per[f.shard_of(shards)].push(*f);
+        }
+        for (i, v) in per.iter().enumerate() {
+            sh[i].ingest(v, NOW_MS);
+        }
+    }
+    // tick once (closes the late buckets), then flush the rest
+    for s in sh.iter_mut() {
+        s.tick_and_commit(NOW_MS + 10_000);
+        s.commit_final();
+    }
+    let view = store.view();
+    let mut got: BTreeMap<(u32, i64), Tot> = BTreeMap::new();
+    for idx in &view.closed {
+        for (b, cs) in &idx.buckets {
+            let e = got.entry((idx.res, *b)).or_default();
+            for c in cs {
+                let (flows, bytes, packets, sessions) = c.totals();
+                e.flows += flows;
+                e.bytes += bytes;
+                e.packets += packets;
+                e.sessions += sessions;
+                assert!(c.rows.len() <= cap);
+                assert!(c.overflow.flows_exact);
+            }
+        }
+    }
+    assert!(
+        view.open.iter().all(|o| o.is_empty()),
+        "open buckets left after the final flush"
+    );
+    (naive, got)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+    #[test]
+    fn rollup_totals_equal_naive(sessions in proptest::collection::vec(arb_session(), 1..120), cap in prop_oneof![Just(3usize), Just(20), Just(100_000)], shards in 1usize..3) {
+        let (naive, got) = run(&sessions, cap, shards);
+        prop_assert_eq!(naive, got);
+    }
+}
+
+/// The same with the cap so small that most flows overflow, checked on one fixed input.
+#[test]
+fn overflow_row_keeps_totals_exact() {
+    let sessions: Vec<Session> = (0..200)
+        .map(|i| Session {
+            client: (i % 12) as u8,
+            server: ((i / 12) % 12) as u8 ^ 1,
+            cport: 40_000 + (i % 30) as u16,
+            sport: [22, 443, 53][i % 3],
+            proto: if i % 3 == 2 { 17 } else { 6 },
+            exporter: (i % 2) as u8,
+            records: vec![(0, true, 1000 + i as u32, 3), (5, false, 500, 2)],
+            start: (i * 17 % 3600) as u32,
+        })
+        .collect();
+    let (naive, got) = run(&sessions, 2, 1);
+    assert_eq!(naive, got);
+    assert!(
+        naive.values().any(|t| t.flows > 2),
+        "the cap must be exceeded"
+    );
+}
