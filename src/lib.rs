@@ -18,6 +18,7 @@ pub mod listener;
 pub mod model;
 pub mod pcap;
 pub mod pipeline;
+pub mod query;
 pub mod rollup;
 pub mod sym;
 pub mod telemetry;
