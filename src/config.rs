@@ -9,6 +9,7 @@ use crate::api::ApiConfig;
 use crate::decode::DecodeConfig;
 use crate::enrich::EnrichConfig;
 use crate::listener::ListenerConfig;
+use crate::query::QueryConfig;
 use crate::rollup::RollupConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,7 @@ pub struct Config {
     pub decode: DecodeConfig,
     pub enrich: EnrichConfig,
     pub rollup: RollupConfig,
+    pub query: QueryConfig,
     pub http: ApiConfig,
 }
 
@@ -45,6 +47,7 @@ impl Default for Config {
             decode: DecodeConfig::default(),
             enrich: EnrichConfig::default(),
             rollup: RollupConfig::default(),
+            query: QueryConfig::default(),
             http: ApiConfig::default(),
         }
     }

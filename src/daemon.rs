@@ -39,6 +39,7 @@ pub enum DaemonError {
 pub struct Bound {
     pub udp: Vec<SocketAddr>,
     pub http: SocketAddr,
+    pub socket: PathBuf,
 }
 
 pub const DECODER_STATE_FILE: &str = "decoder.json";
@@ -155,9 +156,31 @@ pub async fn run(
             rollup.render_metrics(out);
         })
     };
+    let learned: Arc<dyn Fn(crate::model::ExporterId, u32) -> Option<String> + Send + Sync> = {
+        let d = decoder.clone();
+        Arc::new(move |e, i| d.interface_name(e, i))
+    };
+    let qctx = Arc::new(crate::query::Context::new(rollup.store.clone(), enricher.clone(), learned, cfg.query.clone()));
+    let metrics: Arc<dyn MetricsSource> = {
+        let qm = qctx.metrics.clone();
+        let inner = metrics;
+        Arc::new(move |out: &mut Exposition| {
+            inner.render(out);
+            qm.render(out);
+        })
+    };
+    let web = Arc::new(crate::api::web::Web::load(&state_dir));
     let tcp = http::bind(cfg.http.listen).await?;
     let http_addr = tcp.local_addr().map_err(DaemonError::Http)?;
-    let app = http::router(HttpState { metrics });
+    let app = http::router(HttpState {
+        metrics,
+        query: Some(qctx.clone()),
+        web: Some(web),
+    });
+    let sock_path = cfg.http.query_socket.clone().unwrap_or_else(|| state_dir.join("query.sock"));
+    let sock = crate::api::unix::bind(&sock_path)?;
+    let (stop_sock_tx, stop_sock_rx) = tokio::sync::watch::channel(false);
+    let sock_task = tokio::spawn(crate::api::unix::serve(sock, sock_path.clone(), qctx.clone(), stop_sock_rx));
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(http::serve(tcp, app, async move {
         let _ = stop_http_rx.await;
@@ -231,6 +254,7 @@ pub async fn run(
     let bound = Bound {
         udp,
         http: http_addr,
+        socket: sock_path.clone(),
     };
     tracing::info!(udp = ?bound.udp, http = %bound.http, state_dir = %state_dir.display(), "nagare is running");
     on_ready(&bound);
@@ -251,6 +275,8 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || r.stop()).await;
     }
     save_decoder_state(&decoder, &state_dir);
+    let _ = stop_sock_tx.send(true);
+    let _ = sock_task.await;
     let _ = stop_http_tx.send(());
     match http_task.await {
         Ok(Ok(())) => {}

@@ -1,15 +1,19 @@
-//! The HTTP server (axum): `/metrics` and `/healthz`; later issues add the API and page.
+//! The HTTP server (axum): `/metrics`, `/healthz`, the query API and the web page.
+//! Handlers decode, call the library, encode: nothing else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query as UrlQuery, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Deserialize;
 
 use super::ApiError;
+use crate::query::{self, Context};
 use crate::telemetry::Exposition;
 
 /// Anything that can render Prometheus metrics.
@@ -26,6 +30,8 @@ impl<F: Fn(&mut Exposition) + Send + Sync> MetricsSource for F {
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<dyn MetricsSource>,
+    pub query: Option<Arc<Context>>,
+    pub web: Option<Arc<super::web::Web>>,
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
@@ -33,10 +39,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     s.metrics.render(&mut e);
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         e.finish(),
     )
 }
@@ -45,11 +48,116 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// A query request (`POST /api/v1/query`, the Unix socket).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub query: String,
+    /// Evaluate as if now were this Unix time (reproducible dashboards and tests).
+    #[serde(default)]
+    pub now: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub struct GetQuery {
+    q: Option<String>,
+    query: Option<String>,
+    now: Option<i64>,
+}
+
+/// Runs a query on a blocking thread; Ok = result JSON, Err = error JSON (HTTP 400).
+pub async fn run_query(ctx: Arc<Context>, text: String, now: Option<i64>) -> Result<serde_json::Value, serde_json::Value> {
+    let now = now.unwrap_or_else(|| crate::daemon::now_ms() / 1000);
+    let t = text.clone();
+    let res = tokio::task::spawn_blocking(move || query::run(&ctx, &t, now)).await;
+    match res {
+        Ok(Ok(r)) => Ok(serde_json::to_value(r).unwrap_or_default()),
+        Ok(Err(e)) => Err(e.to_json(&text)),
+        Err(_) => Err(serde_json::json!({"error": {"kind": "unavailable", "message": "the query failed unexpectedly"}})),
+    }
+}
+
+fn respond(r: Result<serde_json::Value, serde_json::Value>) -> Response {
+    match r {
+        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(e)).into_response(),
+    }
+}
+
+fn no_query() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({"error": {"kind": "unavailable", "message": "queries are not available on this server"}})),
+    )
+        .into_response()
+}
+
+async fn query_post(State(s): State<HttpState>, body: axum::body::Bytes) -> Response {
+    let Some(ctx) = s.query.clone() else { return no_query() };
+    let req: QueryRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": {"kind": "syntax", "message": format!("the request body must be JSON {{\"query\": \"...\"}}: {e}")}})),
+            )
+                .into_response();
+        }
+    };
+    respond(run_query(ctx, req.query, req.now).await)
+}
+
+async fn query_get(State(s): State<HttpState>, UrlQuery(p): UrlQuery<GetQuery>) -> Response {
+    let Some(ctx) = s.query.clone() else { return no_query() };
+    let Some(text) = p.q.or(p.query) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": {"kind": "syntax", "message": "missing ?q=<query>"}})),
+        )
+            .into_response();
+    };
+    respond(run_query(ctx, text, p.now).await)
+}
+
+/// Vocabulary for completion in the web page.
+async fn vocabulary(State(s): State<HttpState>) -> Response {
+    let mut vms = Vec::new();
+    let mut l2 = Vec::new();
+    let mut hosts = Vec::new();
+    if let Some(ctx) = &s.query {
+        let t = ctx.enricher.tables();
+        vms = t.inventory.vms.iter().map(|v| v.name.clone()).collect();
+        l2 = t.inventory.l2_networks.iter().map(|v| v.name.clone()).collect();
+        hosts = t.inventory.hosts.iter().map(|v| v.name.clone()).collect();
+    }
+    let names = crate::query::catalog::all_names();
+    let (props, metrics): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| {
+        !crate::query::catalog::Metric::ALL.iter().any(|m| m.name() == n)
+    });
+    Json(serde_json::json!({
+        "entities": ["flows", "vms", "switch ports", "hosts", "subnets", "l2 networks", "countries"],
+        "properties": props,
+        "metrics": metrics,
+        "flow_types": crate::enrich::classify::TAGS.iter().map(|t| t.1).collect::<Vec<_>>(),
+        "countries": crate::enrich::countries::COUNTRIES.iter().map(|c| c.1).collect::<Vec<_>>(),
+        "vms": vms,
+        "l2_networks": l2,
+        "hosts": hosts,
+        "keywords": ["where", "group by", "order by", "limit", "in last", "between", "at", "during", "series", "sum", "avg", "min", "max", "count", "list", "top", "and", "or", "not", "in", "like", "is set", "asc", "desc"],
+    }))
+    .into_response()
+}
+
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(state)
+        .route("/api/v1/query", get(query_get).post(query_post))
+        .route("/api/v1/vocabulary", get(vocabulary));
+    if state.web.is_some() {
+        r = super::web::routes(r);
+    }
+    r.with_state(state)
 }
 
 /// Binds the HTTP listener (so the caller learns the address, port 0 included).
@@ -65,7 +173,5 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -2,6 +2,8 @@
 //! Handlers only decode requests, call into the library and encode responses.
 
 pub mod http;
+pub mod unix;
+pub mod web;
 
 use std::net::SocketAddr;
 
@@ -13,12 +15,16 @@ use serde::{Deserialize, Serialize};
 pub struct ApiConfig {
     /// Address of the HTTP server (`/metrics`, `/api/v1/*`, the web page).
     pub listen: SocketAddr,
+    /// Unix query socket (one query per line, one JSON answer per line); default
+    /// `<state_dir>/query.sock`.
+    pub query_socket: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            query_socket: None,
         }
     }
 }
@@ -28,6 +34,11 @@ pub enum ApiError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("query socket {path}: {source}")]
+    Socket {
+        path: std::path::PathBuf,
         source: std::io::Error,
     },
 }

@@ -2,6 +2,7 @@
 
 mod export;
 mod generate;
+mod query;
 mod replay;
 mod serve;
 
@@ -28,6 +29,8 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Generate realistic NetFlow/IPFIX traffic (a VMware site) and send it to a collector.
     Gen(generate::GenArgs),
+    /// Run a query against a running daemon (HTTP or Unix socket).
+    Query(query::QueryArgs),
     /// Export stored rollup rows as CSV or JSON lines.
     Export(export::ExportArgs),
 }
@@ -38,5 +41,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => replay::run(a),
         Command::Gen(a) => generate::run(a),
         Command::Export(a) => export::run(a),
+        Command::Query(a) => query::run(a),
     }
 }

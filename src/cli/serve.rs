@@ -20,6 +20,9 @@ pub struct ServeArgs {
     /// Directory for state that must survive a restart. Default /var/lib/nagare.
     #[arg(long, env = "STATE_DIRECTORY")]
     pub state_dir: Option<PathBuf>,
+    /// Unix query socket (default <state-dir>/query.sock).
+    #[arg(long)]
+    pub query_socket: Option<PathBuf>,
     /// Inventory file (hosts, VMs, L2 networks, subnets, switches). Reloaded on SIGHUP
     /// and when it changes.
     #[arg(long)]
@@ -42,6 +45,9 @@ pub fn build_config(a: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(h) = a.http {
         cfg.http.listen = h;
+    }
+    if let Some(p) = &a.query_socket {
+        cfg.http.query_socket = Some(p.clone());
     }
     if let Some(p) = &a.inventory {
         cfg.enrich.inventory = Some(p.clone());
@@ -91,7 +97,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         nagare::daemon::run(cfg, shutdown, |b| {
             let udp: Vec<String> = b.udp.iter().map(|a| a.to_string()).collect();
             // One machine-readable line for scripts and tests.
-            println!("nagare: listening udp={} http={}", udp.join(","), b.http);
+            println!("nagare: listening udp={} http={} socket={}", udp.join(","), b.http, b.socket.display());
         })
         .await
     })?;

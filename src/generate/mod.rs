@@ -124,7 +124,9 @@ impl Emitter {
             }) {
                 5 if r.src.is_ipv6() || r.dst.is_ipv6() => continue,
                 5 | 9 if r.vmware.is_some() => {
-                    if let Some(v) = r.vmware.take() {
+                    if let Some(v) = r.vmware.take()
+                        && !v.tenant_src.is_unspecified()
+                    {
                         r.src = v.tenant_src;
                         r.dst = v.tenant_dst;
                         r.src_port = v.tenant_src_port;
@@ -202,4 +204,40 @@ pub fn site_for(to: SocketAddr, vms: usize) -> Site {
         }
     }
     site
+}
+
+/// The record nagare would decode from a generated one (for benchmarks and tests that
+/// feed the pipeline without going through UDP). `exporter_ip` stands for the source.
+pub fn to_flow_record(g: &Generated, exporter_ip: IpAddr) -> crate::model::FlowRecord {
+    let r = &g.record;
+    let mut f = crate::model::FlowRecord::empty(crate::model::ExporterId::new(exporter_ip, domain_of(g.source)), 10);
+    f.src = r.src;
+    f.dst = r.dst;
+    f.src_port = r.src_port;
+    f.dst_port = r.dst_port;
+    f.protocol = r.protocol;
+    f.tcp_flags = u16::from(r.tcp_flags);
+    f.bytes = r.bytes;
+    f.packets = r.packets;
+    f.start_ms = r.start_ms;
+    f.end_ms = r.end_ms;
+    f.in_if = r.in_if;
+    f.out_if = r.out_if;
+    f.vlan = r.vlan;
+    f.direction = r.direction;
+    if let Some(v) = &r.vmware {
+        f.vmware.present = true;
+        if !v.tenant_src.is_unspecified() {
+            f.vmware.tenant_src = Some(v.tenant_src);
+            f.vmware.tenant_dst = Some(v.tenant_dst);
+            f.vmware.tenant_src_port = v.tenant_src_port;
+            f.vmware.tenant_dst_port = v.tenant_dst_port;
+            f.vmware.tenant_protocol = v.tenant_protocol;
+        }
+        f.vmware.ingress_attr = v.ingress_attr;
+        f.vmware.egress_attr = v.egress_attr;
+        f.vmware.virtual_obs_id = crate::model::InlineStr::from_bytes(v.virtual_obs_id.as_bytes());
+        f.vmware.rule_id = v.rule_id;
+    }
+    f
 }

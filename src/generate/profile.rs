@@ -799,80 +799,41 @@ impl Site {
                     };
                     // A tenth of the VM traffic crosses an NSX overlay segment: the host
                     // exports it with the VTEP pair outside and the VMs inside.
+                    // ESXi hosts export with the VDS template (VMware port attributes
+                    // always; tenant fields for overlay traffic). A tenth of the TCP
+                    // traffic crosses an NSX overlay segment: the host exports it with
+                    // the VTEP pair outside and the VMs inside.
+                    let overlay = matches!(source, Source::Host(_)) && proto == 6 && u32::from(cport) % 10 == 0;
+                    let unspec = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
                     let vmware = match source {
-                        Source::Host(h) if proto == 6 && (u32::from(cport) % 10 == 0) => {
-                            Some(GenVmware {
-                                tenant_src: src,
-                                tenant_dst: dst,
-                                tenant_src_port: sp,
-                                tenant_dst_port: dp,
-                                tenant_protocol: proto,
-                                ingress_attr: 2,
-                                egress_attr: 3,
-                                virtual_obs_id: format!(
-                                    "{}.vmnic{}",
-                                    self.hosts[h].name,
-                                    in_if % 4
-                                ),
-                                rule_id: 1000 + u32::from(port % 50),
-                            })
-                        }
+                        Source::Host(h) => Some(GenVmware {
+                            tenant_src: if overlay { src } else { unspec },
+                            tenant_dst: if overlay { dst } else { unspec },
+                            tenant_src_port: if overlay { sp } else { 0 },
+                            tenant_dst_port: if overlay { dp } else { 0 },
+                            tenant_protocol: if overlay { proto } else { 0 },
+                            ingress_attr: if in_if >= 1000 { 2 } else { 1 },
+                            egress_attr: if out_if >= 1000 { 2 } else { 1 },
+                            virtual_obs_id: format!("{}.vmnic{}", self.hosts[h].name, in_if % 4),
+                            rule_id: 1000 + u32::from(port % 50),
+                        }),
                         _ => None,
                     };
-                    let (rsrc, rdst) = match (&vmware, source) {
-                        (Some(_), Source::Host(h)) => {
-                            let peer =
-                                (h + 1 + (u32::from(cport) as usize % 11)) % self.hosts.len();
-                            (
-                                IpAddr::V4(self.hosts[h].ip),
-                                IpAddr::V4(self.hosts[peer].ip),
-                            )
+                    let (rsrc, rdst) = match source {
+                        Source::Host(h) if overlay => {
+                            let peer = (h + 1 + (u32::from(cport) as usize % 11)) % self.hosts.len();
+                            (IpAddr::V4(self.hosts[h].ip), IpAddr::V4(self.hosts[peer].ip))
                         }
                         _ => (src, dst),
                     };
-                    let same_host_twice = !reply
-                        && matches!(source, Source::Host(_))
-                        && in_if >= 1000
-                        && out_if >= 1000
-                        && u32::from(cport) % 3 == 0;
-                    if same_host_twice {
-                        // The VDS reports these packets at the receiving VM's port too: a
-                        // duplicate that nagare must not count twice.
-                        out.push(Generated {
-                            source,
-                            record: GenRecord {
-                                src,
-                                dst,
-                                src_port: sp,
-                                dst_port: dp,
-                                protocol: proto,
-                                tcp_flags: flags,
-                                bytes: bytes.max(40),
-                                packets,
-                                start_ms: s,
-                                end_ms: e,
-                                in_if: out_if,
-                                out_if: in_if,
-                                vlan: 0,
-                                direction: 1,
-                                vmware: None,
-                            },
-                            client,
-                            server,
-                            port,
-                            proto,
-                            reply,
-                            session_start: false,
-                        });
-                    }
                     out.push(Generated {
                         source,
                         record: GenRecord {
                             src: rsrc,
                             dst: rdst,
-                            src_port: if vmware.is_some() { 4789 } else { sp },
-                            dst_port: if vmware.is_some() { 4789 } else { dp },
-                            protocol: if vmware.is_some() { 17 } else { proto },
+                            src_port: if overlay { 4789 } else { sp },
+                            dst_port: if overlay { 4789 } else { dp },
+                            protocol: if overlay { 17 } else { proto },
                             tcp_flags: flags,
                             bytes: bytes.max(40),
                             packets,
