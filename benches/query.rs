@@ -19,11 +19,21 @@ fn main() {
     let (store, end) = week::load_or_build(true);
     let site = week::site();
     let enr = week::enricher(&site);
-    let ctx = nagare::query::Context::new(store, enr, Arc::new(|_, _| None), nagare::query::QueryConfig::default());
+    let mut qcfg = nagare::query::QueryConfig::default();
+    if let Some(t) = std::env::var("NAGARE_QUERY_THREADS").ok().and_then(|s| s.parse().ok()) {
+        qcfg.threads = t;
+    }
+    let ctx = nagare::query::Context::new(store, enr, Arc::new(|_, _| None), qcfg);
     let runs: usize = std::env::var("NAGARE_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     println!("\n== seed queries over a stored week ({runs} runs each, 2 query threads) ==");
     println!("{:<5} {:>9} {:>9} {:>10} {:>8}  query", "id", "p50 ms", "p99 ms", "rows read", "rows out");
+    let only: Option<Vec<String>> = std::env::var("NAGARE_BENCH_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
     for (id, q) in seeds::SEEDS {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == id)) {
+            continue;
+        }
         let mut times = Vec::with_capacity(runs);
         let mut last = None;
         for _ in 0..runs {

@@ -52,6 +52,25 @@ impl Rng {
     }
 }
 
+/// A stable hash of (a, b): the generator's relationships (which web VM a user lands
+/// on, which services a VM calls) are functions of the parties, not fresh draws.
+fn mix(a: u64, b: u64) -> u64 {
+    Rng::new(a.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ b).next()
+}
+
+/// Pool sizes: how many distinct Internet users, attackers and SaaS endpoints the site
+/// ever sees. Together with the fixed tier pairs they make ~30k distinct flows per hour
+/// but a few hundred thousand per week, as a real site does (the same users and
+/// services come back).
+const USERS: u64 = 60_000;
+const ATTACKERS: u64 = 6_000;
+const SAAS: u64 = 600;
+
+/// A skewed pick in `0..n`: low indices are popular (density -ln x).
+fn skewed(rng: &mut Rng, n: u64) -> u64 {
+    rng.below(n) * rng.below(n) / n.max(1)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     Web,
@@ -415,22 +434,17 @@ impl Site {
         }
     }
 
-    fn internet_addr(&self, rng: &mut Rng, country: Option<&str>) -> IpAddr {
-        let cands: Vec<&(&str, IpNetwork)> = match country {
-            Some(c) => self.internet.iter().filter(|(k, _)| *k == c).collect(),
-            None => self.internet.iter().collect(),
+    /// The address numbered `h` in one of a country's prefixes (stable for a given h).
+    fn internet_pooled(&self, country: &str, h: u64) -> IpAddr {
+        let cands: Vec<&(&str, IpNetwork)> = self.internet.iter().filter(|(k, _)| *k == country).collect();
+        let Some((_, net)) = cands.get((h % cands.len().max(1) as u64) as usize) else {
+            return IpAddr::V4(Ipv4Addr::new(203, 0, 113, (h % 250) as u8 + 1));
         };
-        let (_, net) = cands[rng.below(cands.len() as u64) as usize];
         let span = match net {
             IpNetwork::V4(n) => 1u64 << (32 - u32::from(n.prefix())).min(16),
             IpNetwork::V6(_) => 65_536,
         };
-        nth(net, 1 + rng.below(span.saturating_sub(2).max(1)) as u32)
-    }
-
-    fn branch_addr(&self, rng: &mut Rng) -> IpAddr {
-        let (_, net) = rng.pick(&self.branches);
-        nth(net, 256 + rng.below(2000) as u32)
+        nth(net, 1 + ((h >> 16) % span.saturating_sub(2).max(1)) as u32)
     }
 
     fn vm_addr(&self, i: usize) -> IpAddr {
@@ -459,7 +473,7 @@ impl Site {
         let night = !(7..21).contains(&hour);
         let day_factor = if night { 0.35 } else { 1.0 };
         let n = |base: f64, rng: &mut Rng| -> usize {
-            let x = base * 1.45 * intensity * day_factor;
+            let x = base * 1.9 * intensity * day_factor;
             let whole = x.floor() as usize;
             whole + usize::from(rng.chance(x - x.floor()))
         };
@@ -478,46 +492,51 @@ impl Site {
             "US", "GB", "JP", "DE", "FR", "NL", "BR", "IN", "KR", "SG", "AU", "CA",
         ];
 
-        // Internet users -> web tier (HTTPS, some HTTP)
+        // Internet users -> web tier (HTTPS, some HTTP); a user sticks to one web VM
         for _ in 0..n(160.0, rng) {
-            let country = *rng.pick(&countries);
-            let c = self.internet_addr(rng, Some(country));
-            let w = *rng.pick(web);
-            let port = if rng.chance(0.85) { 443 } else { 80 };
+            let u = skewed(rng, USERS);
+            let country = countries[(mix(u, 1) % countries.len() as u64) as usize];
+            let c = self.internet_pooled(country, mix(u, 2));
+            let w = web[(mix(u, 3) % web.len() as u64) as usize];
+            let port = if mix(u, 4) % 7 != 0 { 443 } else { 80 };
             self.conv(rng, out, t, c, self.vm_addr(w), port, 6, 40_000, 600_000);
         }
-        // branches -> web/app
+        // branches -> web/app, each branch user to its own application
         for _ in 0..n(40.0, rng) {
-            let c = self.branch_addr(rng);
-            let target = if rng.chance(0.5) {
-                *rng.pick(web)
+            let b = rng.below(self.branches.len() as u64);
+            let Some((_, net)) = self.branches.get(b as usize) else { break };
+            let k = rng.below(2000);
+            let c = nth(net, 256 + k as u32);
+            let h = mix(k, b);
+            let target = if h % 2 == 0 {
+                web[((h >> 8) % web.len() as u64) as usize]
             } else {
-                *rng.pick(app)
+                app[((h >> 8) % app.len() as u64) as usize]
             };
-            let h1 = rng.below(3);
-            self.conv(
-                rng,
-                out,
-                t,
-                c,
-                self.vm_addr(target),
-                [443, 8443, 445][h1 as usize],
-                6,
-                20_000,
-                200_000,
-            );
+            let port = [443, 8443, 445][((h >> 20) % 3) as usize];
+            self.conv(rng, out, t, c, self.vm_addr(target), port, 6, 20_000, 200_000);
         }
-        // three tiers east-west
+        // three tiers east-west: each web VM calls three app VMs, each app VM two
+        // databases, one cache and one peer
         for _ in 0..n(120.0, rng) {
             let (a, b, port) = match rng.below(4) {
-                0 => (*rng.pick(web), *rng.pick(app), 8080),
-                1 => (
-                    *rng.pick(app),
-                    *rng.pick(db),
-                    *rng.pick(&[5432u16, 3306, 1433]),
-                ),
-                2 => (*rng.pick(app), *rng.pick(cache), 6379),
-                _ => (*rng.pick(app), *rng.pick(app), 8443),
+                0 => {
+                    let a = *rng.pick(web);
+                    (a, app[(mix(a as u64, rng.below(3)) % app.len() as u64) as usize], 8080)
+                }
+                1 => {
+                    let a = *rng.pick(app);
+                    let d = db[(mix(a as u64, 10 + rng.below(2)) % db.len() as u64) as usize];
+                    (a, d, [5432u16, 3306, 1433][d % 3])
+                }
+                2 => {
+                    let a = *rng.pick(app);
+                    (a, cache[(mix(a as u64, 20) % cache.len() as u64) as usize], 6379)
+                }
+                _ => {
+                    let a = *rng.pick(app);
+                    (a, app[(mix(a as u64, 30) % app.len() as u64) as usize], 8443)
+                }
             };
             if a != b {
                 self.conv(
@@ -647,39 +666,36 @@ impl Site {
                 );
             }
         }
-        // VMs -> Internet (updates, SaaS); vlan-1105 (the web tier) is the heavy user
+        // VMs -> Internet (updates, SaaS); vlan-1105 (the web tier) is the heavy user.
+        // Each VM calls a handful of the site's SaaS endpoints.
         for _ in 0..n(70.0, rng) {
             let a = if rng.chance(0.6) {
                 *rng.pick(web)
             } else {
                 *rng.pick(&all)
             };
-            let country = if rng.chance(0.12) {
+            let svc = mix(a as u64, 100 + rng.below(6)) % SAAS;
+            let country = if svc % 8 == 0 {
                 "GB"
             } else {
-                *rng.pick(&["US", "US", "NL", "DE", "JP", "GB", "SG"])
+                ["US", "US", "NL", "DE", "JP", "GB", "SG"][(svc % 7) as usize]
             };
-            let s = self.internet_addr(rng, Some(country));
-            let h11 = rng.chance(0.9);
-            self.conv(
-                rng,
-                out,
-                t,
-                self.vm_addr(a),
-                s,
-                if h11 { 443 } else { 80 },
-                6,
-                15_000,
-                900_000,
-            );
+            let s = self.internet_pooled(country, mix(svc, 5));
+            let port = if svc % 10 != 0 { 443 } else { 80 };
+            self.conv(rng, out, t, self.vm_addr(a), s, port, 6, 15_000, 900_000);
         }
-        // probes from the Internet: SSH, Telnet, RDP
+        // probes from the Internet: SSH, Telnet, RDP; an attacker mostly hammers one
+        // target and service
         for _ in 0..n(25.0, rng) {
-            let country = *rng.pick(&["CN", "RU", "BR", "VN", "IR", "US", "IN", "KR"]);
-            let c = self.internet_addr(rng, Some(country));
-            let target = self.vm_addr(*rng.pick(web));
-            let port = *rng.pick(&[22u16, 23, 3389]);
-            self.conv(rng, out, t, c, target, port, 6, 800, 600);
+            let k = rng.below(ATTACKERS);
+            let country = ["CN", "RU", "BR", "VN", "IR", "US", "IN", "KR"][(mix(k, 1) % 8) as usize];
+            let c = self.internet_pooled(country, mix(k, 2));
+            let (target, port) = if rng.chance(0.8) {
+                (web[(mix(k, 3) % web.len() as u64) as usize], [22u16, 23, 3389][(mix(k, 4) % 3) as usize])
+            } else {
+                (*rng.pick(web), *rng.pick(&[22u16, 23, 3389]))
+            };
+            self.conv(rng, out, t, c, self.vm_addr(target), port, 6, 800, 600);
         }
         // admins: east-west SSH/RDP (mostly at night for patching)
         let admin_rate = if night { 18.0 } else { 4.0 } / day_factor;
@@ -936,6 +952,18 @@ mod tests {
         assert!(
             (24_000..38_000).contains(&avg),
             "noon {noon}, night {night}, average {avg} flows per hour"
+        );
+        // the same users and services come back: four hours hold far fewer distinct
+        // flows than four independent hours would
+        let four: std::collections::HashSet<_> = s
+            .generate(day0 + 12 * 3_600_000, day0 + 16 * 3_600_000, 1.0, 7)
+            .iter()
+            .map(|g| (g.client, g.server, g.port, g.proto))
+            .collect();
+        assert!(
+            four.len() < 5 * noon / 2,
+            "{} distinct flows in four hours vs {noon} in one",
+            four.len()
         );
         let t0 = day0 + 12 * 3_600_000;
         // deterministic

@@ -38,7 +38,9 @@ pub enum KeyVal {
     Iface(u128, u32, u32),
 }
 
-type Key = [KeyVal; 5];
+/// A group key: up to 4 group-by values (a listing uses source, destination and
+/// port/protocol).
+type Key = [KeyVal; 4];
 
 const CONTINENT_CODES: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
 
@@ -304,9 +306,8 @@ fn test_row(l: &Leaf, r: &Row) -> bool {
 }
 
 struct ChunkCtx<'a> {
-    ep_masks: Vec<Vec<bool>>,
-    obs_masks: Vec<Vec<bool>>,
-    chunk: &'a Chunk,
+    ep_masks: &'a [Vec<bool>],
+    obs_masks: &'a [Vec<bool>],
 }
 
 fn eval(f: &XF, r: &Row, cc: &ChunkCtx<'_>) -> bool {
@@ -329,10 +330,7 @@ fn eval(f: &XF, r: &Row, cc: &ChunkCtx<'_>) -> bool {
             .get(r.obs as usize)
             .copied()
             .unwrap_or(false),
-        XF::Row(l) => {
-            let _ = cc.chunk;
-            test_row(l, r)
-        }
+        XF::Row(l) => test_row(l, r),
     }
 }
 
@@ -401,9 +399,108 @@ fn ep_key(attr: EndAttr, e: &Endpoint) -> KeyVal {
     }
 }
 
+/// Values kept per time bucket, sparse: (bucket index, value), sorted by index with no
+/// duplicates. A scan appends in time order, so adding is O(1); merging two is linear.
+#[derive(Default, Clone, Debug)]
+struct Sparse<T>(Vec<(u32, T)>);
+
+trait Combine: Default {
+    fn combine(&mut self, o: Self);
+}
+impl Combine for [u64; 4] {
+    fn combine(&mut self, o: Self) {
+        for i in 0..4 {
+            self[i] += o[i];
+        }
+    }
+}
+impl Combine for u64 {
+    fn combine(&mut self, o: Self) {
+        *self += o;
+    }
+}
+impl Combine for FxHashSet<u64> {
+    fn combine(&mut self, o: Self) {
+        if self.len() < o.len() {
+            let mut big = o;
+            big.extend(self.drain());
+            *self = big;
+        } else {
+            self.extend(o);
+        }
+    }
+}
+
+impl<T: Combine> Sparse<T> {
+    #[inline]
+    fn at(&mut self, idx: u32) -> &mut T {
+        // one branch: the last entry is the bucket being scanned (chunks are in time
+        // order); an out-of-order index falls back to a search
+        let n = self.0.len();
+        if n > 0 && self.0[n - 1].0 == idx {
+            return &mut self.0[n - 1].1;
+        }
+        if n == 0 || self.0[n - 1].0 < idx {
+            self.0.push((idx, T::default()));
+            let n = self.0.len();
+            return &mut self.0[n - 1].1;
+        }
+        let p = match self.0.binary_search_by_key(&idx, |e| e.0) {
+            Ok(p) => p,
+            Err(p) => {
+                self.0.insert(p, (idx, T::default()));
+                p
+            }
+        };
+        &mut self.0[p].1
+    }
+    fn get(&self, idx: u32) -> Option<&T> {
+        self.0
+            .binary_search_by_key(&idx, |e| e.0)
+            .ok()
+            .map(|p| &self.0[p].1)
+    }
+    fn merge(&mut self, o: Self) {
+        if o.0.is_empty() {
+            return;
+        }
+        if self.0.is_empty() {
+            *self = o;
+            return;
+        }
+        let a = std::mem::take(&mut self.0);
+        let mut out = Vec::with_capacity(a.len() + o.0.len());
+        let mut ai = a.into_iter().peekable();
+        let mut bi = o.0.into_iter().peekable();
+        loop {
+            let take_a = match (ai.peek(), bi.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(x), Some(y)) => {
+                    if x.0 == y.0 {
+                        if let (Some(mut x), Some(y)) = (ai.next(), bi.next()) {
+                            x.1.combine(y.1);
+                            out.push(x);
+                        }
+                        continue;
+                    }
+                    x.0 < y.0
+                }
+            };
+            let next = if take_a { ai.next() } else { bi.next() };
+            if let Some(e) = next {
+                out.push(e);
+            }
+        }
+        self.0 = out;
+    }
+}
+
 /// Accumulated traffic of one group (or one flow in a listing).
 #[derive(Default)]
 struct Acc {
+    /// distinct flows (key hashes)
     flows: FxHashSet<u64>,
     src_bytes: u64,
     dst_bytes: u64,
@@ -411,12 +508,13 @@ struct Acc {
     sessions: u64,
     first: i64,
     last: i64,
-    /// per series: per bucket [bytes, packets, sessions]
-    series: Vec<Vec<[u64; 4]>>,
-    /// per series bucket distinct flows (only for flow-count / non-sum series)
-    series_flows: Vec<Vec<FxHashSet<u64>>>,
+    /// per series (only the first series of each bucket size holds data, see
+    /// `series_slot`): per bucket [src bytes, dst bytes, packets, sessions]
+    series: Vec<Sparse<[u64; 4]>>,
+    /// per series bucket distinct flows (only for flow-count / average series)
+    series_flows: Vec<Sparse<FxHashSet<u64>>>,
     /// bytes per stored bucket (Max Network Rate)
-    peak: Vec<u64>,
+    peak: Sparse<u64>,
     per_flow: FxHashMap<u64, [u64; 4]>,
     lists: Vec<FxHashSet<KeyVal>>,
     // listings
@@ -432,18 +530,22 @@ struct Acc {
     out_bytes: u64,
 }
 
+/// The series index whose storage series `si` shares (series of one bucket size
+/// accumulate the same counters).
+fn series_slot(plan: &Plan, si: usize) -> usize {
+    let b = plan.series.get(si).map_or(0, |s| s.bucket_s);
+    plan.series
+        .iter()
+        .position(|s| s.bucket_s == b)
+        .unwrap_or(si)
+}
+
 impl Acc {
     fn bytes(&self) -> u64 {
         self.src_bytes + self.dst_bytes + self.in_bytes + self.out_bytes
     }
     fn merge(&mut self, o: Acc) {
-        if self.flows.len() < o.flows.len() {
-            let mut f = o.flows;
-            f.extend(self.flows.drain());
-            self.flows = f;
-        } else {
-            self.flows.extend(o.flows);
-        }
+        self.flows.combine(o.flows);
         self.src_bytes += o.src_bytes;
         self.dst_bytes += o.dst_bytes;
         self.packets += o.packets;
@@ -459,41 +561,21 @@ impl Acc {
         };
         self.last = self.last.max(o.last);
         if self.series.len() < o.series.len() {
-            self.series.resize(o.series.len(), Vec::new());
+            self.series.resize_with(o.series.len(), Sparse::default);
         }
         for (a, b) in self.series.iter_mut().zip(o.series) {
-            if a.len() < b.len() {
-                a.resize(b.len(), [0; 4]);
-            }
-            for (x, y) in a.iter_mut().zip(b) {
-                for i in 0..4 {
-                    x[i] += y[i];
-                }
-            }
+            a.merge(b);
         }
         if self.series_flows.len() < o.series_flows.len() {
             self.series_flows
-                .resize_with(o.series_flows.len(), Vec::new);
+                .resize_with(o.series_flows.len(), Sparse::default);
         }
         for (a, b) in self.series_flows.iter_mut().zip(o.series_flows) {
-            if a.len() < b.len() {
-                a.resize_with(b.len(), FxHashSet::default);
-            }
-            for (x, y) in a.iter_mut().zip(b) {
-                x.extend(y);
-            }
+            a.merge(b);
         }
-        if self.peak.len() < o.peak.len() {
-            self.peak.resize(o.peak.len(), 0);
-        }
-        for (a, b) in self.peak.iter_mut().zip(o.peak) {
-            *a += b;
-        }
+        self.peak.merge(o.peak);
         for (k, v) in o.per_flow {
-            let e = self.per_flow.entry(k).or_default();
-            for i in 0..4 {
-                e[i] += v[i];
-            }
+            self.per_flow.entry(k).or_default().combine(v);
         }
         if self.lists.len() < o.lists.len() {
             self.lists.resize_with(o.lists.len(), FxHashSet::default);
@@ -520,14 +602,21 @@ impl Acc {
 fn flow_hash(s: u128, d: u128, port: u16, proto: u8) -> u64 {
     let mut h = FxHasher::default();
     (s, d, port, proto).hash(&mut h);
-    h.finish()
+    // FxHash's last step leaves low-entropy high bits for structured input: finish
+    // with a full avalanche so that 64-bit collisions are as rare as random ones
+    let mut z = h.finish();
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 struct Scan<'a> {
     plan: &'a Plan,
     compiled: &'a Compiled,
     names: &'a Names<'a>,
-    per_series_buckets: Vec<usize>,
+    /// per series: whether it owns its storage (first of its bucket size) and whether
+    /// that storage counts distinct flows
+    series_owner: Vec<bool>,
     series_needs_flows: Vec<bool>,
 }
 
@@ -547,34 +636,55 @@ fn in_during(plan: &Plan, start: i64) -> bool {
     }
 }
 
+/// Buffers of one scanning thread, reused from chunk to chunk.
+#[derive(Default)]
+struct Bufs {
+    ep_masks: Vec<Vec<bool>>,
+    obs_masks: Vec<Vec<bool>>,
+    ep_ip: Vec<u128>,
+    dim_keys: Vec<Vec<KeyVal>>,
+    /// group of each endpoint of the chunk (single endpoint-dimension grouping)
+    ep_group: Vec<u32>,
+    /// per endpoint leaf: result for each name symbol seen
+    sym_memo: Vec<FxHashMap<Sym, bool>>,
+}
+
+/// Up to 18 values of one dimension for one row (flow types are multi-valued).
+struct Vals {
+    n: usize,
+    v: [KeyVal; 18],
+}
+
+impl Vals {
+    fn new() -> Self {
+        Self {
+            n: 0,
+            v: [KeyVal::Null; 18],
+        }
+    }
+    #[inline]
+    fn push(&mut self, k: KeyVal) {
+        if self.n < self.v.len() {
+            self.v[self.n] = k;
+            self.n += 1;
+        }
+    }
+    fn as_slice(&self) -> &[KeyVal] {
+        &self.v[..self.n]
+    }
+}
+
+/// Groups being built by one thread: key -> index into `accs`.
+struct Groups {
+    index: FxHashMap<Key, u32>,
+    accs: Vec<Acc>,
+}
+
 impl Scan<'_> {
     fn new_acc(&self) -> Acc {
         Acc {
-            series: self
-                .per_series_buckets
-                .iter()
-                .map(|n| vec![[0u64; 4]; *n])
-                .collect(),
-            series_flows: self
-                .per_series_buckets
-                .iter()
-                .zip(&self.series_needs_flows)
-                .map(|(n, need)| {
-                    if *need {
-                        (0..*n).map(|_| FxHashSet::default()).collect()
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect(),
-            peak: if self.plan.wants_peak {
-                vec![
-                    0;
-                    ((self.plan.to - self.plan.from) / i64::from(self.plan.res) + 1).max(1) as usize
-                ]
-            } else {
-                Vec::new()
-            },
+            series: self.plan.series.iter().map(|_| Sparse::default()).collect(),
+            series_flows: self.plan.series.iter().map(|_| Sparse::default()).collect(),
             lists: self
                 .plan
                 .list_props
@@ -585,7 +695,172 @@ impl Scan<'_> {
         }
     }
 
-    /// Scans chunks into a group map. Returns (map, rows scanned).
+    #[inline]
+    fn group(&self, g: &mut Groups, k: &Key, max_groups: usize) -> Result<u32, QueryError> {
+        if let Some(i) = g.index.get(k) {
+            return Ok(*i);
+        }
+        if g.accs.len() >= max_groups {
+            return Err(QueryError::limit(
+                &format!("the query builds more than {max_groups} groups"),
+                Some(
+                    "group by fewer or coarser properties, filter more, or raise query.max_groups"
+                        .into(),
+                ),
+            ));
+        }
+        let i = g.accs.len() as u32;
+        g.accs.push(self.new_acc());
+        g.index.insert(*k, i);
+        Ok(i)
+    }
+
+    /// Adds row `r` of chunk `c` to `a`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn add(
+        &self,
+        a: &mut Acc,
+        r: &Row,
+        c: &Chunk,
+        fh: u64,
+        series_idx: &[u32],
+        peak_idx: u32,
+        listing: bool,
+    ) {
+        let plan = self.plan;
+        if !listing {
+            a.flows.insert(fh);
+        }
+        a.src_bytes += r.src_bytes;
+        a.dst_bytes += r.dst_bytes;
+        a.packets += r.packets;
+        a.sessions += u64::from(r.sessions);
+        let f = c.start + i64::from(r.first);
+        let l = c.start + i64::from(r.last);
+        a.first = if a.first == 0 { f } else { a.first.min(f) };
+        a.last = a.last.max(l);
+        for (si, owner) in self.series_owner.iter().enumerate() {
+            if !*owner {
+                continue;
+            }
+            if let Some(s) = a.series.get_mut(si) {
+                s.at(series_idx[si]).combine([
+                    r.src_bytes,
+                    r.dst_bytes,
+                    r.packets,
+                    u64::from(r.sessions),
+                ]);
+            }
+            if self.series_needs_flows[si]
+                && let Some(s) = a.series_flows.get_mut(si)
+            {
+                s.at(series_idx[si]).insert(fh);
+            }
+        }
+        if plan.wants_peak {
+            *a.peak.at(peak_idx) += r.bytes();
+        }
+        if plan.wants_per_flow {
+            a.per_flow.entry(fh).or_default().combine([
+                r.src_bytes,
+                r.dst_bytes,
+                r.packets,
+                u64::from(r.sessions),
+            ]);
+        }
+        for (li, (_, d)) in plan.list_props.iter().enumerate() {
+            if a.lists[li].len() >= 100 {
+                continue;
+            }
+            let v = match d {
+                Dim::Ep(End::Destination, at) => {
+                    c.endpoints.get(r.dst as usize).map(|e| ep_key(*at, e))
+                }
+                Dim::Ep(_, at) => c.endpoints.get(r.src as usize).map(|e| ep_key(*at, e)),
+                Dim::Port | Dim::Application => Some(KeyVal::Num(u64::from(r.port))),
+                Dim::Proto => Some(KeyVal::Num(u64::from(r.proto))),
+                _ => None,
+            };
+            if let Some(v) = v {
+                a.lists[li].insert(v);
+            }
+        }
+        if listing || a.src.is_none() {
+            if a.src.is_none() {
+                a.src = c.endpoints.get(r.src as usize).copied();
+                a.dst = c.endpoints.get(r.dst as usize).copied();
+                a.port = r.port;
+                a.proto = r.proto;
+                a.obs = c.obs.get(r.obs as usize).copied();
+            }
+            a.tags |= r.tags;
+            if r.rule != 0 {
+                a.rule = r.rule;
+            }
+        }
+    }
+
+    /// The values of group dimension `d` for row `r`.
+    fn dim_vals(&self, d: &Dim, dk: Option<&Vec<KeyVal>>, r: &Row, c: &Chunk, out: &mut Vals) {
+        let plan = self.plan;
+        let vm_only = plan.kind == Kind::Vms;
+        let entity_group = plan.kind == Kind::EntityGroup;
+        out.n = 0;
+        match d {
+            Dim::Ep(end, _) => {
+                let Some(dk) = dk else { return };
+                let s = dk.get(r.src as usize).copied().unwrap_or(KeyVal::Null);
+                let dd = dk.get(r.dst as usize).copied().unwrap_or(KeyVal::Null);
+                match end {
+                    End::Source => out.push(s),
+                    End::Destination => out.push(dd),
+                    End::Either => {
+                        let skip_null = vm_only || entity_group;
+                        if !(skip_null && s == KeyVal::Null) {
+                            out.push(s);
+                        }
+                        if dd != s && !(skip_null && dd == KeyVal::Null) {
+                            out.push(dd);
+                        }
+                    }
+                }
+            }
+            Dim::Port | Dim::Application => out.push(KeyVal::Num(u64::from(r.port))),
+            Dim::Proto => out.push(KeyVal::Num(u64::from(r.proto))),
+            Dim::FlowType => {
+                for t in classify::TAGS {
+                    if r.tags & t.0 != 0 {
+                        out.push(KeyVal::Tag(t.0));
+                    }
+                }
+            }
+            Dim::TrafficType => out.push(KeyVal::Traffic(match classify::traffic_type(r.tags) {
+                "Internet" => 1,
+                "East-West" => 0,
+                _ => 2,
+            })),
+            Dim::FirewallRule => out.push(if r.rule != 0 {
+                KeyVal::Num(u64::from(r.rule))
+            } else {
+                KeyVal::Null
+            }),
+            Dim::Exporter | Dim::InIf | Dim::OutIf => {
+                let Some(o) = c.obs.get(r.obs as usize) else {
+                    return;
+                };
+                let ip = ip_to_u128(o.exporter.ip);
+                out.push(match d {
+                    Dim::Exporter => KeyVal::Exporter(ip, o.exporter.domain),
+                    Dim::InIf if o.in_if != 0 => KeyVal::Iface(ip, o.exporter.domain, o.in_if),
+                    Dim::OutIf if o.out_if != 0 => KeyVal::Iface(ip, o.exporter.domain, o.out_if),
+                    _ => KeyVal::Null,
+                });
+            }
+        }
+    }
+
+    /// Scans chunks (in time order) into groups. Returns (map, rows scanned).
     fn run(
         &self,
         chunks: &[&Arc<Chunk>],
@@ -593,9 +868,29 @@ impl Scan<'_> {
         max_groups: usize,
     ) -> Result<(FxHashMap<Key, Acc>, u64), QueryError> {
         let plan = self.plan;
-        let mut map: FxHashMap<Key, Acc> = FxHashMap::default();
+        let mut g = Groups {
+            index: FxHashMap::default(),
+            accs: Vec::new(),
+        };
+        let mut b = Bufs::default();
         let mut scanned = 0u64;
         let listing = plan.kind == Kind::FlowListing;
+        // grouping by one end's attribute: each endpoint of a chunk resolves its group
+        // once
+        let cached_end = match plan.group.as_slice() {
+            [Dim::Ep(e @ (End::Source | End::Destination), _)] if !listing => Some(*e),
+            _ => None,
+        };
+        // grouping by port or protocol alone: the value indexes the group directly
+        let by_port = matches!(plan.group.as_slice(), [Dim::Port | Dim::Application]) && !listing;
+        let by_proto = matches!(plan.group.as_slice(), [Dim::Proto]) && !listing;
+        let mut val_group: Vec<u32> = if by_port || by_proto {
+            vec![u32::MAX; 65_536]
+        } else {
+            Vec::new()
+        };
+        let mut vals: [Vals; 4] = [Vals::new(), Vals::new(), Vals::new(), Vals::new()];
+        let mut series_idx: Vec<u32> = vec![0; plan.series.len()];
         for c in chunks {
             if Instant::now() > deadline {
                 return Err(QueryError::limit(
@@ -604,225 +899,165 @@ impl Scan<'_> {
                 ));
             }
             scanned += c.rows.len() as u64;
-            let ep_masks: Vec<Vec<bool>> = self
-                .compiled
-                .ep_leaves
-                .iter()
-                .map(|(attr, t)| {
-                    c.endpoints
-                        .iter()
-                        .map(|e| test_endpoint(*attr, t, e))
-                        .collect()
-                })
-                .collect();
-            let obs_masks: Vec<Vec<bool>> = self
-                .compiled
-                .obs_leaves
-                .iter()
-                .map(|l| c.obs.iter().map(|o| test_obs(l, o, self.names)).collect())
-                .collect();
-            let cc = ChunkCtx {
-                ep_masks,
-                obs_masks,
-                chunk: c,
-            };
-            // per-endpoint precomputation
-            let ep_hash: Vec<u128> = c.endpoints.iter().map(|e| ip_to_u128(e.ip)).collect();
-            let dim_keys: Vec<Option<Vec<KeyVal>>> = plan
-                .group
-                .iter()
-                .map(|d| match d {
-                    Dim::Ep(_, a) => Some(c.endpoints.iter().map(|e| ep_key(*a, e)).collect()),
+            b.ep_masks.resize_with(self.compiled.ep_leaves.len(), Vec::new);
+            b.sym_memo
+                .resize_with(self.compiled.ep_leaves.len(), FxHashMap::default);
+            for ((m, memo), (attr, t)) in b
+                .ep_masks
+                .iter_mut()
+                .zip(b.sym_memo.iter_mut())
+                .zip(&self.compiled.ep_leaves)
+            {
+                m.clear();
+                // name attributes: one test per distinct name, not per endpoint
+                let sym_of = |e: &Endpoint| match attr {
+                    EndAttr::Vm => Some(e.vm),
+                    EndAttr::Host => Some(e.host),
+                    EndAttr::Cluster => Some(e.cluster),
+                    EndAttr::L2Network => Some(e.l2),
                     _ => None,
-                })
-                .collect();
+                };
+                m.extend(c.endpoints.iter().map(|e| match sym_of(e) {
+                    Some(sy) => *memo
+                        .entry(sy)
+                        .or_insert_with(|| test_endpoint(*attr, t, e)),
+                    None => test_endpoint(*attr, t, e),
+                }));
+            }
+            b.obs_masks.resize_with(self.compiled.obs_leaves.len(), Vec::new);
+            for (m, l) in b.obs_masks.iter_mut().zip(&self.compiled.obs_leaves) {
+                m.clear();
+                m.extend(c.obs.iter().map(|o| test_obs(l, o, self.names)));
+            }
+            b.ep_ip.clear();
+            b.ep_ip.extend(c.endpoints.iter().map(|e| ip_to_u128(e.ip)));
+            b.dim_keys.resize_with(plan.group.len(), Vec::new);
+            for (dk, d) in b.dim_keys.iter_mut().zip(&plan.group) {
+                dk.clear();
+                if cached_end.is_some() {
+                    // computed on first use per endpoint, below
+                    continue;
+                }
+                if let Dim::Ep(_, a) = d {
+                    dk.extend(c.endpoints.iter().map(|e| ep_key(*a, e)));
+                }
+            }
+            if cached_end.is_some() {
+                b.ep_group.clear();
+                b.ep_group.resize(c.endpoints.len(), u32::MAX);
+            }
+            let cc = ChunkCtx {
+                ep_masks: &b.ep_masks,
+                obs_masks: &b.obs_masks,
+            };
             let offset = c.start - plan.from;
-            let series_idx: Vec<usize> = plan
-                .series
-                .iter()
-                .map(|s| (offset / i64::from(s.bucket_s)).max(0) as usize)
-                .collect();
-            let peak_idx = (offset / i64::from(plan.res)).max(0) as usize;
-            let vm_only = plan.kind == Kind::Vms;
-            let entity_group = plan.kind == Kind::EntityGroup;
-            let mut keys: Vec<Key> = Vec::with_capacity(4);
+            for (si, s) in plan.series.iter().enumerate() {
+                series_idx[si] = (offset / i64::from(s.bucket_s)).max(0) as u32;
+            }
+            let peak_idx = (offset / i64::from(plan.res)).max(0) as u32;
             for r in &c.rows {
                 if !eval(&self.compiled.f, r, &cc) {
                     continue;
                 }
                 let (Some(&sh), Some(&dh)) =
-                    (ep_hash.get(r.src as usize), ep_hash.get(r.dst as usize))
+                    (b.ep_ip.get(r.src as usize), b.ep_ip.get(r.dst as usize))
                 else {
                     continue;
                 };
                 let fh = flow_hash(sh, dh, r.port, r.proto);
-                keys.clear();
                 if listing {
-                    let mut k = [KeyVal::Null; 5];
-                    k[0] = KeyVal::Ip(sh);
-                    k[1] = KeyVal::Ip(dh);
-                    k[2] = KeyVal::Num(u64::from(r.port));
-                    k[3] = KeyVal::Num(u64::from(r.proto));
-                    keys.push(k);
-                } else {
-                    keys.push([KeyVal::Null; 5]);
-                    for (di, d) in plan.group.iter().enumerate() {
-                        let vals: Vec<KeyVal> = match d {
-                            Dim::Ep(end, _) => {
-                                let Some(dk) = &dim_keys[di] else { continue };
-                                let s = dk.get(r.src as usize).copied().unwrap_or(KeyVal::Null);
-                                let dd = dk.get(r.dst as usize).copied().unwrap_or(KeyVal::Null);
-                                match end {
-                                    End::Source => vec![s],
-                                    End::Destination => vec![dd],
-                                    End::Either => {
-                                        let mut v = vec![s];
-                                        if dd != s {
-                                            v.push(dd);
-                                        }
-                                        if vm_only || entity_group {
-                                            v.retain(|x| *x != KeyVal::Null);
-                                        }
-                                        v
-                                    }
-                                }
-                            }
-                            Dim::Port => vec![KeyVal::Num(u64::from(r.port))],
-                            Dim::Proto => vec![KeyVal::Num(u64::from(r.proto))],
-                            Dim::FlowType => classify::TAGS
-                                .iter()
-                                .filter(|t| r.tags & t.0 != 0)
-                                .map(|t| KeyVal::Tag(t.0))
-                                .collect(),
-                            Dim::TrafficType => {
-                                vec![KeyVal::Traffic(match classify::traffic_type(r.tags) {
-                                    "Internet" => 1,
-                                    "East-West" => 0,
-                                    _ => 2,
-                                })]
-                            }
-                            Dim::Application => vec![KeyVal::Num(u64::from(r.port))],
-                            Dim::FirewallRule => vec![if r.rule != 0 {
-                                KeyVal::Num(u64::from(r.rule))
-                            } else {
-                                KeyVal::Null
-                            }],
-                            Dim::Exporter | Dim::InIf | Dim::OutIf => {
-                                let Some(o) = c.obs.get(r.obs as usize) else {
-                                    continue;
-                                };
-                                let ip = ip_to_u128(o.exporter.ip);
-                                vec![match d {
-                                    Dim::Exporter => KeyVal::Exporter(ip, o.exporter.domain),
-                                    Dim::InIf if o.in_if != 0 => {
-                                        KeyVal::Iface(ip, o.exporter.domain, o.in_if)
-                                    }
-                                    Dim::OutIf if o.out_if != 0 => {
-                                        KeyVal::Iface(ip, o.exporter.domain, o.out_if)
-                                    }
-                                    _ => KeyVal::Null,
-                                }]
-                            }
-                        };
-                        // cartesian product
-                        let mut next = Vec::with_capacity(keys.len() * vals.len().max(1));
-                        for k in &keys {
-                            for v in &vals {
-                                let mut k2 = *k;
-                                k2[di] = *v;
-                                next.push(k2);
-                            }
+                    let k = [
+                        KeyVal::Ip(sh),
+                        KeyVal::Ip(dh),
+                        KeyVal::Num((u64::from(r.port) << 8) | u64::from(r.proto)),
+                        KeyVal::Null,
+                    ];
+                    let gi = self.group(&mut g, &k, max_groups)?;
+                    self.add(&mut g.accs[gi as usize], r, c, fh, &series_idx, peak_idx, true);
+                    continue;
+                }
+                if by_port || by_proto {
+                    let v = if by_port { r.port } else { u16::from(r.proto) };
+                    let gi = match val_group[usize::from(v)] {
+                        u32::MAX => {
+                            let k = [KeyVal::Num(u64::from(v)), KeyVal::Null, KeyVal::Null, KeyVal::Null];
+                            let gi = self.group(&mut g, &k, max_groups)?;
+                            val_group[usize::from(v)] = gi;
+                            gi
                         }
-                        keys = next;
-                        if keys.is_empty() {
-                            break;
+                        gi => gi,
+                    };
+                    self.add(&mut g.accs[gi as usize], r, c, fh, &series_idx, peak_idx, false);
+                    continue;
+                }
+                if let Some(end) = cached_end {
+                    let ei = if end == End::Source { r.src } else { r.dst } as usize;
+                    let gi = match b.ep_group.get(ei).copied() {
+                        Some(gi) if gi != u32::MAX => gi,
+                        Some(_) => {
+                            let kv = match (plan.group.first(), c.endpoints.get(ei)) {
+                                (Some(Dim::Ep(_, at)), Some(e)) => ep_key(*at, e),
+                                _ => KeyVal::Null,
+                            };
+                            let k = [kv, KeyVal::Null, KeyVal::Null, KeyVal::Null];
+                            let gi = self.group(&mut g, &k, max_groups)?;
+                            b.ep_group[ei] = gi;
+                            gi
                         }
+                        None => continue,
+                    };
+                    self.add(&mut g.accs[gi as usize], r, c, fh, &series_idx, peak_idx, false);
+                    continue;
+                }
+                // general case: the cartesian product of every dimension's values
+                let nd = plan.group.len();
+                let mut empty = false;
+                for di in 0..nd {
+                    self.dim_vals(&plan.group[di], b.dim_keys.get(di), r, c, &mut vals[di]);
+                    if vals[di].n == 0 {
+                        empty = true;
+                        break;
                     }
                 }
-                for k in &keys {
-                    if !map.contains_key(k) {
-                        if map.len() >= max_groups {
-                            return Err(QueryError::limit(
-                                &format!("the query builds more than {max_groups} groups"),
-                                Some("group by fewer or coarser properties, filter more, or raise query.max_groups".into()),
-                            ));
-                        }
-                        map.insert(*k, self.new_acc());
+                if empty {
+                    continue;
+                }
+                let mut pos = [0usize; 4];
+                loop {
+                    let mut k = [KeyVal::Null; 4];
+                    for di in 0..nd {
+                        k[di] = vals[di].as_slice()[pos[di]];
                     }
-                    let Some(a) = map.get_mut(k) else { continue };
-                    if !listing {
-                        a.flows.insert(fh);
+                    let gi = self.group(&mut g, &k, max_groups)?;
+                    self.add(&mut g.accs[gi as usize], r, c, fh, &series_idx, peak_idx, false);
+                    // odometer
+                    let mut di = 0;
+                    loop {
+                        if di == nd {
+                            break;
+                        }
+                        pos[di] += 1;
+                        if pos[di] < vals[di].n {
+                            break;
+                        }
+                        pos[di] = 0;
+                        di += 1;
                     }
-                    a.src_bytes += r.src_bytes;
-                    a.dst_bytes += r.dst_bytes;
-                    a.packets += r.packets;
-                    a.sessions += u64::from(r.sessions);
-                    let f = c.start + i64::from(r.first);
-                    let l = c.start + i64::from(r.last);
-                    a.first = if a.first == 0 { f } else { a.first.min(f) };
-                    a.last = a.last.max(l);
-                    for (si, s) in plan.series.iter().enumerate() {
-                        let _ = s;
-                        if let Some(b) = a.series[si].get_mut(series_idx[si]) {
-                            b[0] += r.src_bytes;
-                            b[1] += r.dst_bytes;
-                            b[2] += r.packets;
-                            b[3] += u64::from(r.sessions);
-                        }
-                        if let Some(set) = a
-                            .series_flows
-                            .get_mut(si)
-                            .and_then(|v| v.get_mut(series_idx[si]))
-                        {
-                            set.insert(fh);
-                        }
-                    }
-                    if let Some(p) = a.peak.get_mut(peak_idx) {
-                        *p += r.bytes();
-                    }
-                    if plan.wants_per_flow {
-                        let e = a.per_flow.entry(fh).or_default();
-                        e[0] += r.src_bytes;
-                        e[1] += r.dst_bytes;
-                        e[2] += r.packets;
-                        e[3] += u64::from(r.sessions);
-                    }
-                    for (li, (_, d)) in plan.list_props.iter().enumerate() {
-                        if a.lists[li].len() >= 100 {
-                            continue;
-                        }
-                        let v = match d {
-                            Dim::Ep(End::Destination, at) => {
-                                c.endpoints.get(r.dst as usize).map(|e| ep_key(*at, e))
-                            }
-                            Dim::Ep(_, at) => {
-                                c.endpoints.get(r.src as usize).map(|e| ep_key(*at, e))
-                            }
-                            Dim::Port | Dim::Application => Some(KeyVal::Num(u64::from(r.port))),
-                            Dim::Proto => Some(KeyVal::Num(u64::from(r.proto))),
-                            _ => None,
-                        };
-                        if let Some(v) = v {
-                            a.lists[li].insert(v);
-                        }
-                    }
-                    if listing || a.src.is_none() {
-                        if a.src.is_none() {
-                            a.src = c.endpoints.get(r.src as usize).copied();
-                            a.dst = c.endpoints.get(r.dst as usize).copied();
-                            a.port = r.port;
-                            a.proto = r.proto;
-                            a.obs = c.obs.get(r.obs as usize).copied();
-                        }
-                        a.tags |= r.tags;
-                        if r.rule != 0 {
-                            a.rule = r.rule;
-                        }
+                    if di == nd {
+                        break;
                     }
                 }
             }
         }
-        Ok((map, scanned))
+        let mut out: FxHashMap<Key, Acc> = FxHashMap::default();
+        out.reserve(g.index.len());
+        let mut accs: Vec<Option<Acc>> = g.accs.into_iter().map(Some).collect();
+        for (k, i) in g.index {
+            if let Some(a) = accs.get_mut(i as usize).and_then(Option::take) {
+                out.insert(k, a);
+            }
+        }
+        Ok((out, scanned))
     }
 }
 
@@ -902,7 +1137,7 @@ fn metric_value(m: Metric, a: &Acc, plan: &Plan, flows: u64) -> f64 {
         Metric::PacketRate => a.packets as f64 / range,
         Metric::FlowCount => flows as f64,
         Metric::MaxNetworkRate => {
-            a.peak.iter().copied().max().unwrap_or(0) as f64 * 8.0 / f64::from(plan.res)
+            a.peak.0.iter().map(|e| e.1).max().unwrap_or(0) as f64 * 8.0 / f64::from(plan.res)
         }
     }
 }
@@ -930,18 +1165,16 @@ fn series_points(
     plan: &Plan,
 ) -> Vec<(i64, f64)> {
     let b = f64::from(s.bucket_s);
-    let Some(buckets) = a.series.get(si) else {
+    let slot = series_slot(plan, si);
+    let Some(buckets) = a.series.get(slot) else {
         return Vec::new();
     };
-    buckets
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let nflows = a
-                .series_flows
-                .get(si)
-                .and_then(|x| x.get(i))
-                .map_or(0, |f| f.len()) as f64;
+    let flows = a.series_flows.get(slot);
+    let n = ((plan.to - plan.from + i64::from(s.bucket_s) - 1) / i64::from(s.bucket_s)).max(1);
+    (0..n)
+        .map(|i| {
+            let v = buckets.get(i as u32).copied().unwrap_or([0; 4]);
+            let nflows = flows.and_then(|f| f.get(i as u32)).map_or(0, |f| f.len()) as f64;
             let bytes = (v[0] + v[1]) as f64;
             let sum = match s.metric {
                 Metric::TotalTraffic => bytes,
@@ -963,7 +1196,7 @@ fn series_points(
                 }
                 _ => sum,
             };
-            (plan.from + i as i64 * i64::from(s.bucket_s), val)
+            (plan.from + i * i64::from(s.bucket_s), val)
         })
         .collect()
 }
@@ -1031,14 +1264,36 @@ pub fn execute(plan: &Plan, ctx: &Context, t0: Instant) -> Result<QueryResult, Q
         tables: ctx.enricher.tables(),
     };
     let deadline = t0 + std::time::Duration::from_millis(ctx.cfg.timeout_ms.max(1));
-    let chunks: Vec<&Arc<Chunk>> = view
+    let mut chunks: Vec<&Arc<Chunk>> = view
         .chunks(plan.res, plan.from, plan.to)
         .into_iter()
         .filter(|c| in_during(plan, c.start))
         .collect();
+    // time order: per-bucket accumulators append
+    chunks.sort_by_key(|c| c.start);
 
+    let (of, ob) = chunks.iter().fold((0u64, 0u64), |(f, b), c| {
+        (
+            f + c.overflow.flows,
+            b + c.overflow.src_bytes + c.overflow.dst_bytes,
+        )
+    });
+    let mut r = execute_chunks(plan, ctx, &chunks, &names, t0, deadline)?;
+    r.stats.overflow_flows = of;
+    r.stats.overflow_bytes = ob;
+    Ok(r)
+}
+
+fn execute_chunks(
+    plan: &Plan,
+    ctx: &Context,
+    chunks: &[&Arc<Chunk>],
+    names: &Names<'_>,
+    t0: Instant,
+    deadline: Instant,
+) -> Result<QueryResult, QueryError> {
     if plan.kind == Kind::SwitchPorts {
-        return switch_ports(plan, ctx, &chunks, &names, t0);
+        return switch_ports(plan, ctx, chunks, names, t0);
     }
 
     let mut compiled = Compiled {
@@ -1052,41 +1307,47 @@ pub fn execute(plan: &Plan, ctx: &Context, t0: Instant) -> Result<QueryResult, Q
     {
         compiled.f = compile_exec(f, &mut compiled);
     }
-    let per_series_buckets: Vec<usize> = plan
-        .series
-        .iter()
-        .map(|s| {
-            ((plan.to - plan.from + i64::from(s.bucket_s) - 1) / i64::from(s.bucket_s)).max(1)
-                as usize
-        })
+    let series_owner: Vec<bool> = (0..plan.series.len())
+        .map(|si| series_slot(plan, si) == si)
         .collect();
-    let series_needs_flows: Vec<bool> = plan
-        .series
-        .iter()
-        .map(|s| s.metric == Metric::FlowCount || s.agg == Agg::Avg)
+    let series_needs_flows: Vec<bool> = (0..plan.series.len())
+        .map(|si| {
+            series_owner[si]
+                && plan.series.iter().enumerate().any(|(sj, s)| {
+                    series_slot(plan, sj) == si
+                        && (s.metric == Metric::FlowCount || s.agg == Agg::Avg)
+                })
+        })
         .collect();
     let scan = Scan {
         plan,
         compiled: &compiled,
         names: &names,
-        per_series_buckets,
+        series_owner,
         series_needs_flows,
     };
     // parallel scan over contiguous parts of the chunk list
-    let threads = ctx.cfg.threads.clamp(1, 16).min(chunks.len().max(1));
+    // parallel scan over contiguous time ranges of the chunk list (measured faster than
+    // partitioning by flow hash, which makes every thread read every chunk)
     let total_rows: usize = chunks.iter().map(|c| c.rows.len()).sum();
+    let threads = if total_rows < 50_000 {
+        1
+    } else {
+        ctx.cfg.threads.clamp(1, 16).min(chunks.len().max(1))
+    };
     let mut parts: Vec<Vec<&Arc<Chunk>>> = vec![Vec::new(); threads];
     let mut acc_rows = 0usize;
-    for c in &chunks {
+    for c in chunks {
         let i = (acc_rows * threads / total_rows.max(1)).min(threads - 1);
         parts[i].push(c);
         acc_rows += c.rows.len();
     }
     let results: Vec<Result<(FxHashMap<Key, Acc>, u64), QueryError>> = if threads > 1 {
+        let scan = &scan;
         std::thread::scope(|s| {
             let hs: Vec<_> = parts
                 .iter()
-                .map(|p| s.spawn(|| scan.run(p, deadline, ctx.cfg.max_groups)))
+                .map(|p| s.spawn(move || scan.run(p, deadline, ctx.cfg.max_groups)))
                 .collect();
             hs.into_iter()
                 .map(|h| {
@@ -1096,7 +1357,7 @@ pub fn execute(plan: &Plan, ctx: &Context, t0: Instant) -> Result<QueryResult, Q
                 .collect()
         })
     } else {
-        vec![scan.run(&parts[0], deadline, ctx.cfg.max_groups)]
+        vec![scan.run(&chunks, deadline, ctx.cfg.max_groups)]
     };
     let mut map: FxHashMap<Key, Acc> = FxHashMap::default();
     let mut scanned = 0;
@@ -1152,6 +1413,8 @@ fn result(
         stats: Stats {
             rows_scanned: scanned,
             took_ms: (t0.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            overflow_flows: 0,
+            overflow_bytes: 0,
         },
     }
 }
@@ -1405,20 +1668,11 @@ fn listing(
         })
         .collect();
     let truncated = order_and_cut(&mut rows, plan.desc, plan.limit);
-    // a series over flows without group by: one series for the whole (filtered) traffic
-    let mut series = Vec::new();
-    if !plan.series.is_empty() {
-        let mut total = Acc::default();
-        for (_, a) in map {
-            total.merge(a);
-        }
-        series = make_series(plan, vec![], &total);
-    }
     result(
         plan,
         columns,
         rows.into_iter().map(|r| r.2).collect(),
-        series,
+        Vec::new(),
         truncated,
         scanned,
         t0,
@@ -1590,14 +1844,6 @@ fn switch_ports(
     let deadline = t0 + std::time::Duration::from_millis(ctx.cfg.timeout_ms.max(1));
     let mut map: FxHashMap<(ExporterId, u32), Acc> = FxHashMap::default();
     let mut scanned = 0u64;
-    let nbuckets: Vec<usize> = plan
-        .series
-        .iter()
-        .map(|s| {
-            ((plan.to - plan.from + i64::from(s.bucket_s) - 1) / i64::from(s.bucket_s)).max(1)
-                as usize
-        })
-        .collect();
     let mut passes: HashMap<(ExporterId, u32), bool> = HashMap::new();
     for c in chunks {
         if Instant::now() > deadline {
@@ -1619,31 +1865,28 @@ fn switch_ports(
                 continue;
             }
             let a = map.entry(key).or_insert_with(|| Acc {
-                series: nbuckets.iter().map(|n| vec![[0u64; 4]; *n]).collect(),
-                peak: if plan.wants_peak {
-                    vec![0; ((plan.to - plan.from) / i64::from(plan.res) + 1).max(1) as usize]
-                } else {
-                    Vec::new()
-                },
+                series: plan.series.iter().map(|_| Sparse::default()).collect(),
                 ..Default::default()
             });
             a.in_bytes += f.in_bytes;
             a.out_bytes += f.out_bytes;
             a.packets += f.in_packets + f.out_packets;
             for (si, s) in plan.series.iter().enumerate() {
-                if let Some(b) =
-                    a.series[si].get_mut((offset / i64::from(s.bucket_s)).max(0) as usize)
-                {
-                    b[0] += f.in_bytes;
-                    b[1] += f.out_bytes;
-                    b[2] += f.in_packets + f.out_packets;
+                if series_slot(plan, si) != si {
+                    continue;
+                }
+                if let Some(sp) = a.series.get_mut(si) {
+                    sp.at((offset / i64::from(s.bucket_s)).max(0) as u32).combine([
+                        f.in_bytes,
+                        f.out_bytes,
+                        f.in_packets + f.out_packets,
+                        0,
+                    ]);
                 }
             }
-            if let Some(p) = a
-                .peak
-                .get_mut((offset / i64::from(plan.res)).max(0) as usize)
-            {
-                *p += f.in_bytes + f.out_bytes;
+            if plan.wants_peak {
+                *a.peak.at((offset / i64::from(plan.res)).max(0) as u32) +=
+                    f.in_bytes + f.out_bytes;
             }
         }
     }

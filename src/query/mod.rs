@@ -178,6 +178,16 @@ pub struct TimeRangeOut {
 pub struct Stats {
     pub rows_scanned: u64,
     pub took_ms: f64,
+    /// Flows (and their bytes) in the read buckets that had reached the cardinality cap:
+    /// they are counted in the buckets' overflow totals, not attributable to groups.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overflow_flows: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overflow_bytes: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// The result shape of every surface.

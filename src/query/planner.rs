@@ -721,7 +721,10 @@ pub fn plan(q: &Query, ctx: &Context, now_s: i64) -> Result<Plan, QueryError> {
         ));
     }
     let kind = match entity {
-        Entity::Flows if group.is_empty() => Kind::FlowListing,
+        // series or aggregates without group by: one group, the whole filtered traffic
+        Entity::Flows if group.is_empty() && series.is_empty() && cols.is_empty() => {
+            Kind::FlowListing
+        }
         Entity::Flows => Kind::Grouped,
         Entity::Vms => Kind::Vms,
         Entity::SwitchPorts => Kind::SwitchPorts,
@@ -770,9 +773,6 @@ pub fn plan(q: &Query, ctx: &Context, now_s: i64) -> Result<Plan, QueryError> {
             }
             _ => {}
         }
-    }
-    if !series.is_empty() && matches!(kind, Kind::FlowListing) {
-        // a series over flows without grouping: one series for the whole result
     }
     // entity-specific standard columns
     let std_cols: Vec<(Agg, Metric)> = match kind {

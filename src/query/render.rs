@@ -222,6 +222,13 @@ pub fn table(r: &QueryResult, width: usize) -> String {
         r.stats.rows_scanned,
         r.stats.took_ms
     ));
+    if r.stats.overflow_flows > 0 {
+        out.push_str(&format!(
+            "note: {} flows ({}) were in buckets over the cardinality cap: counted in overflow totals, not in the groups above\n",
+            r.stats.overflow_flows,
+            human_bytes(r.stats.overflow_bytes as f64)
+        ));
+    }
     out
 }
 
