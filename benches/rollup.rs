@@ -17,7 +17,11 @@ fn dir_size(p: &std::path::Path) -> u64 {
             rd.filter_map(|e| e.ok())
                 .map(|e| {
                     let m = e.metadata().ok();
-                    if m.as_ref().is_some_and(|m| m.is_dir()) { dir_size(&e.path()) } else { m.map_or(0, |m| m.len()) }
+                    if m.as_ref().is_some_and(|m| m.is_dir()) {
+                        dir_size(&e.path())
+                    } else {
+                        m.map_or(0, |m| m.len())
+                    }
                 })
                 .sum()
         })
@@ -27,7 +31,11 @@ fn dir_size(p: &std::path::Path) -> u64 {
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -46,12 +54,20 @@ fn main() {
     let mem = b.store.memory_bytes();
     let rss_ingest = rss_kb();
     println!("\n== rollups: one week, 500 VMs ==");
-    println!("records ingested        {:>12}  in {:.1}s ({:.0} records/s through enrichment, folding and 3 resolutions, 2 shards, one thread)", b.records, b.ingest_s, b.records as f64 / b.ingest_s);
+    println!(
+        "records ingested        {:>12}  in {:.1}s ({:.0} records/s through enrichment, folding and 3 resolutions, 2 shards, one thread)",
+        b.records,
+        b.ingest_s,
+        b.records as f64 / b.ingest_s
+    );
     let mut total_rows = 0usize;
     let mut total_disk = 0u64;
     for r in b.store.resolutions() {
         let n = rows.get(&r.seconds).copied().unwrap_or(0);
-        let disk = dir_size(&nagare::rollup::segment::res_dir(&dir.join("rollup"), r.seconds));
+        let disk = dir_size(&nagare::rollup::segment::res_dir(
+            &dir.join("rollup"),
+            r.seconds,
+        ));
         total_rows += n;
         total_disk += disk;
         println!(
@@ -62,9 +78,21 @@ fn main() {
             disk as f64 / n.max(1) as f64
         );
     }
-    println!("all resolutions    rows {:>10}  disk {:>9.1} MB  {:>5.1} bytes/row on disk", total_rows, total_disk as f64 / 1e6, total_disk as f64 / total_rows.max(1) as f64);
-    println!("in memory               {:>9.1} MB  {:>5.1} bytes/row (rows, endpoint tables, observation points)", mem as f64 / 1e6, mem as f64 / total_rows.max(1) as f64);
-    println!("RSS after ingest        {:>9.1} MB", rss_ingest as f64 / 1024.0);
+    println!(
+        "all resolutions    rows {:>10}  disk {:>9.1} MB  {:>5.1} bytes/row on disk",
+        total_rows,
+        total_disk as f64 / 1e6,
+        total_disk as f64 / total_rows.max(1) as f64
+    );
+    println!(
+        "in memory               {:>9.1} MB  {:>5.1} bytes/row (rows, endpoint tables, observation points)",
+        mem as f64 / 1e6,
+        mem as f64 / total_rows.max(1) as f64
+    );
+    println!(
+        "RSS after ingest        {:>9.1} MB",
+        rss_ingest as f64 / 1024.0
+    );
     drop(b);
     // restart: load the history back
     let cfg = nagare::rollup::RollupConfig::default();
@@ -81,5 +109,8 @@ fn main() {
         rep.bad_frames.len(),
         rep.recovered
     );
-    println!("RSS after reload        {:>9.1} MB (process total)", rss_kb() as f64 / 1024.0);
+    println!(
+        "RSS after reload        {:>9.1} MB (process total)",
+        rss_kb() as f64 / 1024.0
+    );
 }

@@ -160,7 +160,12 @@ pub async fn run(
         let d = decoder.clone();
         Arc::new(move |e, i| d.interface_name(e, i))
     };
-    let qctx = Arc::new(crate::query::Context::new(rollup.store.clone(), enricher.clone(), learned, cfg.query.clone()));
+    let qctx = Arc::new(crate::query::Context::new(
+        rollup.store.clone(),
+        enricher.clone(),
+        learned,
+        cfg.query.clone(),
+    ));
     let metrics: Arc<dyn MetricsSource> = {
         let qm = qctx.metrics.clone();
         let inner = metrics;
@@ -177,10 +182,19 @@ pub async fn run(
         query: Some(qctx.clone()),
         web: Some(web),
     });
-    let sock_path = cfg.http.query_socket.clone().unwrap_or_else(|| state_dir.join("query.sock"));
+    let sock_path = cfg
+        .http
+        .query_socket
+        .clone()
+        .unwrap_or_else(|| state_dir.join("query.sock"));
     let sock = crate::api::unix::bind(&sock_path)?;
     let (stop_sock_tx, stop_sock_rx) = tokio::sync::watch::channel(false);
-    let sock_task = tokio::spawn(crate::api::unix::serve(sock, sock_path.clone(), qctx.clone(), stop_sock_rx));
+    let sock_task = tokio::spawn(crate::api::unix::serve(
+        sock,
+        sock_path.clone(),
+        qctx.clone(),
+        stop_sock_rx,
+    ));
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(http::serve(tcp, app, async move {
         let _ = stop_http_rx.await;

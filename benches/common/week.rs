@@ -107,7 +107,12 @@ pub fn build(dir: &Path, end_s: i64, progress: bool) -> Built {
             }
         }
         if progress && h % 24 == 23 {
-            eprintln!("  day {} of 7 ingested ({} records, {:.1}s)", h / 24 + 1, records, t0.elapsed().as_secs_f64());
+            eprintln!(
+                "  day {} of 7 ingested ({} records, {:.1}s)",
+                h / 24 + 1,
+                records,
+                t0.elapsed().as_secs_f64()
+            );
         }
     }
     for s in shards.iter_mut() {
@@ -129,7 +134,9 @@ pub fn load_or_build(progress: bool) -> (Arc<Store>, i64) {
     let dir = bench_dir();
     let marker = dir.join("week_end");
     let want = week_end_s();
-    let have: Option<i64> = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse().ok());
+    let have: Option<i64> = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
     let end = match have {
         // the week is reusable while its first hour is within every retention
         Some(e) if want - e < 86_400 => e,

@@ -39,7 +39,10 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     s.metrics.render(&mut e);
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         e.finish(),
     )
 }
@@ -66,14 +69,20 @@ pub struct GetQuery {
 }
 
 /// Runs a query on a blocking thread; Ok = result JSON, Err = error JSON (HTTP 400).
-pub async fn run_query(ctx: Arc<Context>, text: String, now: Option<i64>) -> Result<serde_json::Value, serde_json::Value> {
+pub async fn run_query(
+    ctx: Arc<Context>,
+    text: String,
+    now: Option<i64>,
+) -> Result<serde_json::Value, serde_json::Value> {
     let now = now.unwrap_or_else(|| crate::daemon::now_ms() / 1000);
     let t = text.clone();
     let res = tokio::task::spawn_blocking(move || query::run(&ctx, &t, now)).await;
     match res {
         Ok(Ok(r)) => Ok(serde_json::to_value(r).unwrap_or_default()),
         Ok(Err(e)) => Err(e.to_json(&text)),
-        Err(_) => Err(serde_json::json!({"error": {"kind": "unavailable", "message": "the query failed unexpectedly"}})),
+        Err(_) => Err(
+            serde_json::json!({"error": {"kind": "unavailable", "message": "the query failed unexpectedly"}}),
+        ),
     }
 }
 
@@ -93,7 +102,9 @@ fn no_query() -> Response {
 }
 
 async fn query_post(State(s): State<HttpState>, body: axum::body::Bytes) -> Response {
-    let Some(ctx) = s.query.clone() else { return no_query() };
+    let Some(ctx) = s.query.clone() else {
+        return no_query();
+    };
     let req: QueryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -108,7 +119,9 @@ async fn query_post(State(s): State<HttpState>, body: axum::body::Bytes) -> Resp
 }
 
 async fn query_get(State(s): State<HttpState>, UrlQuery(p): UrlQuery<GetQuery>) -> Response {
-    let Some(ctx) = s.query.clone() else { return no_query() };
+    let Some(ctx) = s.query.clone() else {
+        return no_query();
+    };
     let Some(text) = p.q.or(p.query) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -127,12 +140,19 @@ async fn vocabulary(State(s): State<HttpState>) -> Response {
     if let Some(ctx) = &s.query {
         let t = ctx.enricher.tables();
         vms = t.inventory.vms.iter().map(|v| v.name.clone()).collect();
-        l2 = t.inventory.l2_networks.iter().map(|v| v.name.clone()).collect();
+        l2 = t
+            .inventory
+            .l2_networks
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
         hosts = t.inventory.hosts.iter().map(|v| v.name.clone()).collect();
     }
     let names = crate::query::catalog::all_names();
     let (props, metrics): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| {
-        !crate::query::catalog::Metric::ALL.iter().any(|m| m.name() == n)
+        !crate::query::catalog::Metric::ALL
+            .iter()
+            .any(|m| m.name() == n)
     });
     Json(serde_json::json!({
         "entities": ["flows", "vms", "switch ports", "hosts", "subnets", "l2 networks", "countries"],
@@ -173,5 +193,7 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -25,7 +25,10 @@ pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
         let meta = std::fs::symlink_metadata(path).map_err(err)?;
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
-            return Err(err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a socket")));
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            )));
         }
         std::fs::remove_file(path).map_err(err)?;
     }
@@ -44,7 +47,11 @@ async fn handle(stream: tokio::net::UnixStream, ctx: Arc<Context>) {
     let mut buf = String::new();
     loop {
         buf.clear();
-        let n = match (&mut lines).take(MAX_LINE as u64 + 1).read_line(&mut buf).await {
+        let n = match (&mut lines)
+            .take(MAX_LINE as u64 + 1)
+            .read_line(&mut buf)
+            .await
+        {
             Ok(n) => n,
             Err(_) => return,
         };
@@ -82,14 +89,22 @@ async fn handle(stream: tokio::net::UnixStream, ctx: Arc<Context>) {
     }
 }
 
-async fn write_line(w: &mut tokio::net::unix::OwnedWriteHalf, v: &serde_json::Value) -> std::io::Result<()> {
+async fn write_line(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    v: &serde_json::Value,
+) -> std::io::Result<()> {
     let mut s = v.to_string();
     s.push('\n');
     w.write_all(s.as_bytes()).await
 }
 
 /// Serves the socket until `shutdown` completes, then removes it.
-pub async fn serve(l: UnixListener, path: PathBuf, ctx: Arc<Context>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    l: UnixListener,
+    path: PathBuf,
+    ctx: Arc<Context>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let span = tracing::info_span!("query_socket", path = %path.display());
     let _g = span.enter();
     loop {

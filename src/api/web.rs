@@ -70,16 +70,76 @@ pub fn default_dashboards() -> Dashboards {
         dashboards: vec![Dashboard {
             name: "Operations".into(),
             panels: vec![
-                p(t, "Physical-to-physical flows by traffic", "flows where flow type = 'Physical-Physical' order by Total Traffic", "24h", None),
-                p(t, "Busiest switch ports", "top 20 switch ports by Network rate in last 2 days", "2d", None),
-                p(t, "Busiest VMs", "top 5 VMs by Network Rate in last 2 days", "2d", None),
-                p(s, "Traffic by destination country", "series(sum(session count)), series(sum(packets)), series(sum(bytes rate)) of flows group by Destination Country order by sum(Total Traffic)", "24h", None),
-                p(s, "VMs reaching the Internet, by subnet", "series(sum(session count)), series(sum(packets)), series(sum(bytes rate)) of flows where Flow Type = 'Source is VM' and flow type = 'Destination is internet' group by Source Subnet order by sum(Total Traffic)", "24h", None),
-                p(s, "VMs talking to the United Kingdom", "series(sum(session count)), series(sum(packets)), series(sum(bytes rate)) of Flows Destination Country = 'United Kingdom' group by Source VM in last 7 days", "7d", None),
-                p(s, "SSH/Telnet/RDP from the Internet, by country", "flows where Flow Type = 'Source is Internet' and Port in ('22', '23', '3389') group by Source Country", "24h", None),
-                p(s, "Off-hours east-west SSH/Telnet/RDP by VM", "series(sum(session count)), series(sum(packets)), series(sum(bytes rate)) of flow where port in (22, 23, 3389) and flow type = 'east-west' group by source vm in last 7 days during 21:00-06:30", "7d", None),
-                p(z, "vlan-1105 leaving its segment", "flows where Source L2 Network in ( 'vlan-1105' ) and Destination L2 Network not in ( 'vlan-1105' ) order by Total Traffic", "24h", None),
-                p(z, "vlan-1105 leaving its segment over time", "series(sum(session count)), series(sum(packets)), series(sum(bytes rate)) of flows where Source L2 Network in (vlan-1105) and Destination L2 Network not in ( 'vlan-1105' )", "24h", None),
+                p(
+                    t,
+                    "Physical-to-physical flows by traffic",
+                    "flows where flow type = 'Physical-Physical' order by Total Traffic",
+                    "24h",
+                    None,
+                ),
+                p(
+                    t,
+                    "Busiest switch ports",
+                    "top 20 switch ports by Network rate in last 2 days",
+                    "2d",
+                    None,
+                ),
+                p(
+                    t,
+                    "Busiest VMs",
+                    "top 5 VMs by Network Rate in last 2 days",
+                    "2d",
+                    None,
+                ),
+                p(
+                    s,
+                    "Traffic by destination country",
+                    "series(sum(session count)), series(sum(packets)), series(sum(bytes rate)) of flows group by Destination Country order by sum(Total Traffic)",
+                    "24h",
+                    None,
+                ),
+                p(
+                    s,
+                    "VMs reaching the Internet, by subnet",
+                    "series(sum(session count)), series(sum(packets)), series(sum(bytes rate)) of flows where Flow Type = 'Source is VM' and flow type = 'Destination is internet' group by Source Subnet order by sum(Total Traffic)",
+                    "24h",
+                    None,
+                ),
+                p(
+                    s,
+                    "VMs talking to the United Kingdom",
+                    "series(sum(session count)), series(sum(packets)), series(sum(bytes rate)) of Flows Destination Country = 'United Kingdom' group by Source VM in last 7 days",
+                    "7d",
+                    None,
+                ),
+                p(
+                    s,
+                    "SSH/Telnet/RDP from the Internet, by country",
+                    "flows where Flow Type = 'Source is Internet' and Port in ('22', '23', '3389') group by Source Country",
+                    "24h",
+                    None,
+                ),
+                p(
+                    s,
+                    "Off-hours east-west SSH/Telnet/RDP by VM",
+                    "series(sum(session count)), series(sum(packets)), series(sum(bytes rate)) of flow where port in (22, 23, 3389) and flow type = 'east-west' group by source vm in last 7 days during 21:00-06:30",
+                    "7d",
+                    None,
+                ),
+                p(
+                    z,
+                    "vlan-1105 leaving its segment",
+                    "flows where Source L2 Network in ( 'vlan-1105' ) and Destination L2 Network not in ( 'vlan-1105' ) order by Total Traffic",
+                    "24h",
+                    None,
+                ),
+                p(
+                    z,
+                    "vlan-1105 leaving its segment over time",
+                    "series(sum(session count)), series(sum(packets)), series(sum(bytes rate)) of flows where Source L2 Network in (vlan-1105) and Destination L2 Network not in ( 'vlan-1105' )",
+                    "24h",
+                    None,
+                ),
             ],
         }],
     }
@@ -115,17 +175,22 @@ impl Web {
 
     fn save(&self, d: &Dashboards) -> Result<(), String> {
         let bytes = serde_json::to_vec_pretty(d).map_err(|e| e.to_string())?;
-        crate::daemon::write_atomic(&self.path, &bytes).map_err(|e| format!("cannot save dashboards: {e}"))
+        crate::daemon::write_atomic(&self.path, &bytes)
+            .map_err(|e| format!("cannot save dashboards: {e}"))
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Dashboards) -> Result<R, (StatusCode, String)>) -> Result<R, (StatusCode, String)> {
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Dashboards) -> Result<R, (StatusCode, String)>,
+    ) -> Result<R, (StatusCode, String)> {
         let mut g = match self.data.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         let mut copy = g.clone();
         let r = f(&mut copy)?;
-        self.save(&copy).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        self.save(&copy)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
         *g = copy;
         Ok(r)
     }
@@ -139,7 +204,14 @@ impl Web {
 }
 
 fn asset(ct: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn err(code: StatusCode, msg: String) -> Response {
@@ -147,7 +219,9 @@ fn err(code: StatusCode, msg: String) -> Response {
 }
 
 fn web(s: &HttpState) -> Result<Arc<Web>, Response> {
-    s.web.clone().ok_or_else(|| err(StatusCode::NOT_FOUND, "no web page on this server".into()))
+    s.web
+        .clone()
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, "no web page on this server".into()))
 }
 
 async fn list(State(s): State<HttpState>) -> Response {
@@ -157,14 +231,21 @@ async fn list(State(s): State<HttpState>) -> Response {
     }
 }
 
-async fn add_panel(State(s): State<HttpState>, Path(name): Path<String>, Json(p): Json<Panel>) -> Response {
+async fn add_panel(
+    State(s): State<HttpState>,
+    Path(name): Path<String>,
+    Json(p): Json<Panel>,
+) -> Response {
     let w = match web(&s) {
         Ok(w) => w,
         Err(r) => return r,
     };
     let name = name.trim().to_string();
     if name.is_empty() || name.len() > 100 || p.query.trim().is_empty() || p.query.len() > 4096 {
-        return err(StatusCode::BAD_REQUEST, "a dashboard needs a name (up to 100 characters) and the panel a query".into());
+        return err(
+            StatusCode::BAD_REQUEST,
+            "a dashboard needs a name (up to 100 characters) and the panel a query".into(),
+        );
     }
     // only queries that parse are pinned
     if let Err(e) = crate::query::parser::parse(&p.query) {
@@ -186,7 +267,10 @@ async fn add_panel(State(s): State<HttpState>, Path(name): Path<String>, Json(p)
             }
         };
         if db.panels.len() >= 100 {
-            return Err((StatusCode::BAD_REQUEST, "at most 100 panels per dashboard".into()));
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "at most 100 panels per dashboard".into(),
+            ));
         }
         db.panels.push(p);
         Ok(db.clone())
@@ -196,7 +280,10 @@ async fn add_panel(State(s): State<HttpState>, Path(name): Path<String>, Json(p)
     }
 }
 
-async fn delete_panel(State(s): State<HttpState>, Path((name, idx)): Path<(String, usize)>) -> Response {
+async fn delete_panel(
+    State(s): State<HttpState>,
+    Path((name, idx)): Path<(String, usize)>,
+) -> Response {
     let w = match web(&s) {
         Ok(w) => w,
         Err(r) => return r,
@@ -237,13 +324,25 @@ async fn delete_dashboard(State(s): State<HttpState>, Path(name): Path<String>) 
 }
 
 pub fn routes(r: Router<HttpState>) -> Router<HttpState> {
-    r.route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
-        .route("/api/v1/dashboards", get(list))
-        .route("/api/v1/dashboards/{name}", delete(delete_dashboard))
-        .route("/api/v1/dashboards/{name}/panels", post(add_panel))
-        .route("/api/v1/dashboards/{name}/panels/{idx}", delete(delete_panel))
+    r.route(
+        "/",
+        get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+    )
+    .route(
+        "/app.js",
+        get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+    )
+    .route(
+        "/app.css",
+        get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+    )
+    .route("/api/v1/dashboards", get(list))
+    .route("/api/v1/dashboards/{name}", delete(delete_dashboard))
+    .route("/api/v1/dashboards/{name}/panels", post(add_panel))
+    .route(
+        "/api/v1/dashboards/{name}/panels/{idx}",
+        delete(delete_panel),
+    )
 }
 
 #[cfg(test)]
@@ -254,7 +353,8 @@ mod tests {
     fn default_dashboard_queries_all_parse() {
         for d in default_dashboards().dashboards {
             for p in d.panels {
-                crate::query::parser::parse(&p.query).unwrap_or_else(|e| panic!("{}", e.render(&p.query)));
+                crate::query::parser::parse(&p.query)
+                    .unwrap_or_else(|e| panic!("{}", e.render(&p.query)));
             }
         }
     }

@@ -20,7 +20,12 @@ pub struct QueryArgs {
     /// The query, e.g. "flows group by Destination Country".
     pub query: String,
     /// Daemon HTTP address.
-    #[arg(long, env = "NAGARE_SERVER", default_value = "http://127.0.0.1:9180", conflicts_with = "socket")]
+    #[arg(
+        long,
+        env = "NAGARE_SERVER",
+        default_value = "http://127.0.0.1:9180",
+        conflicts_with = "socket"
+    )]
     pub server: String,
     /// Use the Unix query socket instead of HTTP.
     #[arg(long)]
@@ -39,7 +44,11 @@ fn terminal_width() -> usize {
     // SAFETY: TIOCGWINSZ fills a winsize struct; we pass a valid, zeroed one.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    if rc == 0 && ws.ws_col > 0 { usize::from(ws.ws_col) } else { 160 }
+    if rc == 0 && ws.ws_col > 0 {
+        usize::from(ws.ws_col)
+    } else {
+        160
+    }
 }
 
 /// Sends the query; Ok(result JSON) or Err(error JSON).
@@ -49,12 +58,18 @@ fn send(a: &QueryArgs) -> anyhow::Result<Result<serde_json::Value, serde_json::V
         req["now"] = n.into();
     }
     if let Some(path) = &a.socket {
-        let mut s = std::os::unix::net::UnixStream::connect(path).with_context(|| format!("cannot connect to {}", path.display()))?;
+        let mut s = std::os::unix::net::UnixStream::connect(path)
+            .with_context(|| format!("cannot connect to {}", path.display()))?;
         s.write_all(format!("{req}\n").as_bytes())?;
         let mut line = String::new();
         std::io::BufReader::new(&s).read_line(&mut line)?;
-        let v: serde_json::Value = serde_json::from_str(&line).context("the socket answered something that is not JSON")?;
-        return Ok(if v.get("error").is_some() { Err(v) } else { Ok(v) });
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .context("the socket answered something that is not JSON")?;
+        return Ok(if v.get("error").is_some() {
+            Err(v)
+        } else {
+            Ok(v)
+        });
     }
     let url = format!("{}/api/v1/query", a.server.trim_end_matches('/'));
     let resp = ureq::post(&url)
@@ -66,7 +81,8 @@ fn send(a: &QueryArgs) -> anyhow::Result<Result<serde_json::Value, serde_json::V
         .with_context(|| format!("cannot reach nagare at {}", a.server))?;
     let status = resp.status();
     let body = resp.into_body().read_to_string()?;
-    let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("HTTP {status}: {body}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("HTTP {status}: {body}"))?;
     Ok(if status.is_success() { Ok(v) } else { Err(v) })
 }
 
@@ -76,8 +92,13 @@ pub fn run(a: QueryArgs) -> anyhow::Result<ExitCode> {
             let out = match a.format {
                 Format::Json => format!("{v}\n"),
                 Format::Table | Format::Csv => {
-                    let r: QueryResult = serde_json::from_value(v).context("unexpected result shape")?;
-                    if matches!(a.format, Format::Csv) { render::csv(&r) } else { render::table(&r, terminal_width()) }
+                    let r: QueryResult =
+                        serde_json::from_value(v).context("unexpected result shape")?;
+                    if matches!(a.format, Format::Csv) {
+                        render::csv(&r)
+                    } else {
+                        render::table(&r, terminal_width())
+                    }
                 }
             };
             std::io::stdout().write_all(out.as_bytes())?;
@@ -89,7 +110,10 @@ pub fn run(a: QueryArgs) -> anyhow::Result<ExitCode> {
             } else {
                 match e["error"]["rendered"].as_str() {
                     Some(r) => eprint!("{r}"),
-                    None => eprintln!("error: {}", e["error"]["message"].as_str().unwrap_or("query failed")),
+                    None => eprintln!(
+                        "error: {}",
+                        e["error"]["message"].as_str().unwrap_or("query failed")
+                    ),
                 }
             }
             if e["error"]["kind"] == "unavailable" {

@@ -97,7 +97,12 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         nagare::daemon::run(cfg, shutdown, |b| {
             let udp: Vec<String> = b.udp.iter().map(|a| a.to_string()).collect();
             // One machine-readable line for scripts and tests.
-            println!("nagare: listening udp={} http={} socket={}", udp.join(","), b.http, b.socket.display());
+            println!(
+                "nagare: listening udp={} http={} socket={}",
+                udp.join(","),
+                b.http,
+                b.socket.display()
+            );
         })
         .await
     })?;

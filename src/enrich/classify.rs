@@ -521,6 +521,13 @@ ips = ["10.2.2.11"]
                 UNICAST | DST_PHYSICAL,
             ),
             ("10.1.1.10", "255.255.255.255", BROADCAST, UNICAST),
+            // an Internet address's prefix length is unknown: .255 there is unicast
+            (
+                "10.1.1.10",
+                "145.100.162.255",
+                UNICAST | DST_INTERNET | INTERNET,
+                BROADCAST,
+            ),
             ("fe80::1", "ff02::1:3", MULTICAST, UNICAST | INTERNET),
             (
                 "2001:db8::1",

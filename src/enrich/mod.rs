@@ -321,7 +321,14 @@ impl Tables {
             e.flags |= flag::INTERNAL;
         }
         let mut subnet_l2 = Sym::NONE;
-        let mut broadcast = if ip.is_ipv4() { key | 0xff } else { u128::MAX };
+        // the directed-broadcast address is known for configured subnets and assumed for
+        // internal /24s; an Internet address's prefix length is unknown, so x.y.z.255
+        // there is unicast
+        let mut broadcast = if ip.is_ipv4() && e.flags & flag::INTERNAL != 0 {
+            key | 0xff
+        } else {
+            u128::MAX
+        };
         if let Some(i) = self.subnets.get(ip)
             && let Some(info) = self.subnet_info.get(i as usize)
         {

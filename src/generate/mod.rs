@@ -210,7 +210,10 @@ pub fn site_for(to: SocketAddr, vms: usize) -> Site {
 /// feed the pipeline without going through UDP). `exporter_ip` stands for the source.
 pub fn to_flow_record(g: &Generated, exporter_ip: IpAddr) -> crate::model::FlowRecord {
     let r = &g.record;
-    let mut f = crate::model::FlowRecord::empty(crate::model::ExporterId::new(exporter_ip, domain_of(g.source)), 10);
+    let mut f = crate::model::FlowRecord::empty(
+        crate::model::ExporterId::new(exporter_ip, domain_of(g.source)),
+        10,
+    );
     f.src = r.src;
     f.dst = r.dst;
     f.src_port = r.src_port;

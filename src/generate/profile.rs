@@ -436,7 +436,11 @@ impl Site {
 
     /// The address numbered `h` in one of a country's prefixes (stable for a given h).
     fn internet_pooled(&self, country: &str, h: u64) -> IpAddr {
-        let cands: Vec<&(&str, IpNetwork)> = self.internet.iter().filter(|(k, _)| *k == country).collect();
+        let cands: Vec<&(&str, IpNetwork)> = self
+            .internet
+            .iter()
+            .filter(|(k, _)| *k == country)
+            .collect();
         let Some((_, net)) = cands.get((h % cands.len().max(1) as u64) as usize) else {
             return IpAddr::V4(Ipv4Addr::new(203, 0, 113, (h % 250) as u8 + 1));
         };
@@ -504,7 +508,9 @@ impl Site {
         // branches -> web/app, each branch user to its own application
         for _ in 0..n(40.0, rng) {
             let b = rng.below(self.branches.len() as u64);
-            let Some((_, net)) = self.branches.get(b as usize) else { break };
+            let Some((_, net)) = self.branches.get(b as usize) else {
+                break;
+            };
             let k = rng.below(2000);
             let c = nth(net, 256 + k as u32);
             let h = mix(k, b);
@@ -514,7 +520,17 @@ impl Site {
                 app[((h >> 8) % app.len() as u64) as usize]
             };
             let port = [443, 8443, 445][((h >> 20) % 3) as usize];
-            self.conv(rng, out, t, c, self.vm_addr(target), port, 6, 20_000, 200_000);
+            self.conv(
+                rng,
+                out,
+                t,
+                c,
+                self.vm_addr(target),
+                port,
+                6,
+                20_000,
+                200_000,
+            );
         }
         // three tiers east-west: each web VM calls three app VMs, each app VM two
         // databases, one cache and one peer
@@ -522,7 +538,11 @@ impl Site {
             let (a, b, port) = match rng.below(4) {
                 0 => {
                     let a = *rng.pick(web);
-                    (a, app[(mix(a as u64, rng.below(3)) % app.len() as u64) as usize], 8080)
+                    (
+                        a,
+                        app[(mix(a as u64, rng.below(3)) % app.len() as u64) as usize],
+                        8080,
+                    )
                 }
                 1 => {
                     let a = *rng.pick(app);
@@ -531,11 +551,19 @@ impl Site {
                 }
                 2 => {
                     let a = *rng.pick(app);
-                    (a, cache[(mix(a as u64, 20) % cache.len() as u64) as usize], 6379)
+                    (
+                        a,
+                        cache[(mix(a as u64, 20) % cache.len() as u64) as usize],
+                        6379,
+                    )
                 }
                 _ => {
                     let a = *rng.pick(app);
-                    (a, app[(mix(a as u64, 30) % app.len() as u64) as usize], 8443)
+                    (
+                        a,
+                        app[(mix(a as u64, 30) % app.len() as u64) as usize],
+                        8443,
+                    )
                 }
             };
             if a != b {
@@ -688,10 +716,14 @@ impl Site {
         // target and service
         for _ in 0..n(25.0, rng) {
             let k = rng.below(ATTACKERS);
-            let country = ["CN", "RU", "BR", "VN", "IR", "US", "IN", "KR"][(mix(k, 1) % 8) as usize];
+            let country =
+                ["CN", "RU", "BR", "VN", "IR", "US", "IN", "KR"][(mix(k, 1) % 8) as usize];
             let c = self.internet_pooled(country, mix(k, 2));
             let (target, port) = if rng.chance(0.8) {
-                (web[(mix(k, 3) % web.len() as u64) as usize], [22u16, 23, 3389][(mix(k, 4) % 3) as usize])
+                (
+                    web[(mix(k, 3) % web.len() as u64) as usize],
+                    [22u16, 23, 3389][(mix(k, 4) % 3) as usize],
+                )
             } else {
                 (*rng.pick(web), *rng.pick(&[22u16, 23, 3389]))
             };
@@ -819,7 +851,9 @@ impl Site {
                     // always; tenant fields for overlay traffic). A tenth of the TCP
                     // traffic crosses an NSX overlay segment: the host exports it with
                     // the VTEP pair outside and the VMs inside.
-                    let overlay = matches!(source, Source::Host(_)) && proto == 6 && u32::from(cport) % 10 == 0;
+                    let overlay = matches!(source, Source::Host(_))
+                        && proto == 6
+                        && u32::from(cport) % 10 == 0;
                     let unspec = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
                     let vmware = match source {
                         Source::Host(h) => Some(GenVmware {
@@ -837,8 +871,12 @@ impl Site {
                     };
                     let (rsrc, rdst) = match source {
                         Source::Host(h) if overlay => {
-                            let peer = (h + 1 + (u32::from(cport) as usize % 11)) % self.hosts.len();
-                            (IpAddr::V4(self.hosts[h].ip), IpAddr::V4(self.hosts[peer].ip))
+                            let peer =
+                                (h + 1 + (u32::from(cport) as usize % 11)) % self.hosts.len();
+                            (
+                                IpAddr::V4(self.hosts[h].ip),
+                                IpAddr::V4(self.hosts[peer].ip),
+                            )
                         }
                         _ => (src, dst),
                     };

@@ -899,7 +899,8 @@ impl Scan<'_> {
                 ));
             }
             scanned += c.rows.len() as u64;
-            b.ep_masks.resize_with(self.compiled.ep_leaves.len(), Vec::new);
+            b.ep_masks
+                .resize_with(self.compiled.ep_leaves.len(), Vec::new);
             b.sym_memo
                 .resize_with(self.compiled.ep_leaves.len(), FxHashMap::default);
             for ((m, memo), (attr, t)) in b
@@ -918,13 +919,12 @@ impl Scan<'_> {
                     _ => None,
                 };
                 m.extend(c.endpoints.iter().map(|e| match sym_of(e) {
-                    Some(sy) => *memo
-                        .entry(sy)
-                        .or_insert_with(|| test_endpoint(*attr, t, e)),
+                    Some(sy) => *memo.entry(sy).or_insert_with(|| test_endpoint(*attr, t, e)),
                     None => test_endpoint(*attr, t, e),
                 }));
             }
-            b.obs_masks.resize_with(self.compiled.obs_leaves.len(), Vec::new);
+            b.obs_masks
+                .resize_with(self.compiled.obs_leaves.len(), Vec::new);
             for (m, l) in b.obs_masks.iter_mut().zip(&self.compiled.obs_leaves) {
                 m.clear();
                 m.extend(c.obs.iter().map(|o| test_obs(l, o, self.names)));
@@ -973,21 +973,42 @@ impl Scan<'_> {
                         KeyVal::Null,
                     ];
                     let gi = self.group(&mut g, &k, max_groups)?;
-                    self.add(&mut g.accs[gi as usize], r, c, fh, &series_idx, peak_idx, true);
+                    self.add(
+                        &mut g.accs[gi as usize],
+                        r,
+                        c,
+                        fh,
+                        &series_idx,
+                        peak_idx,
+                        true,
+                    );
                     continue;
                 }
                 if by_port || by_proto {
                     let v = if by_port { r.port } else { u16::from(r.proto) };
                     let gi = match val_group[usize::from(v)] {
                         u32::MAX => {
-                            let k = [KeyVal::Num(u64::from(v)), KeyVal::Null, KeyVal::Null, KeyVal::Null];
+                            let k = [
+                                KeyVal::Num(u64::from(v)),
+                                KeyVal::Null,
+                                KeyVal::Null,
+                                KeyVal::Null,
+                            ];
                             let gi = self.group(&mut g, &k, max_groups)?;
                             val_group[usize::from(v)] = gi;
                             gi
                         }
                         gi => gi,
                     };
-                    self.add(&mut g.accs[gi as usize], r, c, fh, &series_idx, peak_idx, false);
+                    self.add(
+                        &mut g.accs[gi as usize],
+                        r,
+                        c,
+                        fh,
+                        &series_idx,
+                        peak_idx,
+                        false,
+                    );
                     continue;
                 }
                 if let Some(end) = cached_end {
@@ -1006,7 +1027,15 @@ impl Scan<'_> {
                         }
                         None => continue,
                     };
-                    self.add(&mut g.accs[gi as usize], r, c, fh, &series_idx, peak_idx, false);
+                    self.add(
+                        &mut g.accs[gi as usize],
+                        r,
+                        c,
+                        fh,
+                        &series_idx,
+                        peak_idx,
+                        false,
+                    );
                     continue;
                 }
                 // general case: the cartesian product of every dimension's values
@@ -1029,7 +1058,15 @@ impl Scan<'_> {
                         k[di] = vals[di].as_slice()[pos[di]];
                     }
                     let gi = self.group(&mut g, &k, max_groups)?;
-                    self.add(&mut g.accs[gi as usize], r, c, fh, &series_idx, peak_idx, false);
+                    self.add(
+                        &mut g.accs[gi as usize],
+                        r,
+                        c,
+                        fh,
+                        &series_idx,
+                        peak_idx,
+                        false,
+                    );
                     // odometer
                     let mut di = 0;
                     loop {
@@ -1876,12 +1913,8 @@ fn switch_ports(
                     continue;
                 }
                 if let Some(sp) = a.series.get_mut(si) {
-                    sp.at((offset / i64::from(s.bucket_s)).max(0) as u32).combine([
-                        f.in_bytes,
-                        f.out_bytes,
-                        f.in_packets + f.out_packets,
-                        0,
-                    ]);
+                    sp.at((offset / i64::from(s.bucket_s)).max(0) as u32)
+                        .combine([f.in_bytes, f.out_bytes, f.in_packets + f.out_packets, 0]);
                 }
             }
             if plan.wants_peak {

@@ -60,7 +60,9 @@ pub fn cell(v: &J, unit: Option<&str>) -> String {
                 Some("bytes") => human_bytes(x),
                 Some("bit/s") => human_rate(x),
                 Some("packets/s") => format!("{} pps", human_count(x)),
-                Some("MB") if x >= 1024.0 => format!("{} GB", human_count((x / 1024.0 * 10.0).round() / 10.0)),
+                Some("MB") if x >= 1024.0 => {
+                    format!("{} GB", human_count((x / 1024.0 * 10.0).round() / 10.0))
+                }
                 Some("MB") => format!("{} MB", human_count(x)),
                 _ => human_count(x),
             }
