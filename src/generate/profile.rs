@@ -274,7 +274,17 @@ impl Site {
             extra += 1;
             vm_list.push((format!("app-x{extra:02}"), Role::App, 8, 16384));
         }
-        vm_list.truncate(vms.max(10));
+        // over the target (every role has a minimum): drop app servers, the largest pool,
+        // so that every role keeps at least one VM
+        let target = vms.max(20);
+        while vm_list.len() > target {
+            match vm_list.iter().rposition(|v| v.1 == Role::App) {
+                Some(i) if vm_list.iter().filter(|v| v.1 == Role::App).count() > 1 => {
+                    vm_list.remove(i);
+                }
+                _ => break,
+            }
+        }
         let mut vms_out = Vec::new();
         let mut per_net = [0u32; 10];
         for (i, (name, role, vcpu, mem)) in vm_list.into_iter().enumerate() {
@@ -956,6 +966,18 @@ impl Site {
 mod tests {
     use super::*;
     use crate::enrich::inventory::Inventory;
+
+    #[test]
+    fn small_sites_keep_every_role() {
+        for n in [20, 60, 120] {
+            let s = Site::datacenter(n);
+            for r in [Role::Web, Role::App, Role::Db, Role::Cache, Role::Dns, Role::Directory, Role::Monitoring, Role::File, Role::Admin, Role::Scanner] {
+                assert!(!s.role(r).is_empty(), "{n} VMs: no {r:?}");
+            }
+            let g = s.generate(1_764_000_000_000, 1_764_000_120_000, 1.0, 1);
+            assert!(!g.is_empty());
+        }
+    }
 
     #[test]
     fn inventory_is_valid_and_complete() {
