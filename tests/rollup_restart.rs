@@ -64,7 +64,9 @@ fn feed(d: &Daemon, ago_min: i64, minutes: i64, seed: u64) -> u64 {
 }
 
 fn rows_of(s: &[J]) -> usize {
-    s.iter().map(|v| v["rows"].as_array().map_or(0, |r| r.len())).sum()
+    s.iter()
+        .map(|v| v["rows"].as_array().map_or(0, |r| r.len()))
+        .sum()
 }
 
 #[test]
@@ -130,7 +132,11 @@ fn corrupted_segment_is_skipped_and_the_rest_loads() {
 
     // damage the middle of the first 1-minute segment
     let segs = segments(&state, 60);
-    assert!(!segs.is_empty(), "1-minute segments exist under {}", state.display());
+    assert!(
+        !segs.is_empty(),
+        "1-minute segments exist under {}",
+        state.display()
+    );
     let victim = &segs[0];
     let mut bytes = std::fs::read(victim).unwrap();
     let mid = bytes.len() / 2;

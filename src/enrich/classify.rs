@@ -2,6 +2,8 @@
 //! application of a port, and the traffic type.
 //!
 //! Client/server rule (docs/query-language.md), in order:
+//! 0. A record to a multicast or broadcast address was sent by the client (a group
+//!    address never initiates).
 //! 1. TCP: a record whose flags have SYN without ACK was sent by the initiator.
 //! 2. biflowDirection (IE 239): 1 = the record's source initiated, 2 = its destination.
 //! 3. ICMP: echo/timestamp/information replies travel from the server.
@@ -288,6 +290,7 @@ pub enum Initiator {
 /// session's decision; see fold).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reason {
+    GroupDestination,
     LowerPort,
     ServicePort,
     Icmp,
@@ -307,7 +310,11 @@ pub fn decide(
     dst_port: u16,
     tcp_flags: u16,
     biflow_direction: u8,
+    dst_is_group: bool,
 ) -> (Initiator, Reason) {
+    if dst_is_group {
+        return (Initiator::Src, Reason::GroupDestination);
+    }
     if proto == 6 && tcp_flags & SYN != 0 && tcp_flags & ACK == 0 {
         return (Initiator::Src, Reason::Syn);
     }
@@ -416,9 +423,14 @@ mod tests {
             (1, 0, 0x0000, 0, 255, Initiator::Dst, Reason::Icmp),     // echo reply
             (58, 0, 0x8100, 0, 255, Initiator::Dst, Reason::Icmp),    // ICMPv6 echo reply
         ];
+        // NetBIOS to the subnet broadcast, equal ports: the sender is the client
+        assert_eq!(
+            decide(17, b, 138, a, 138, 0, 255, true),
+            (Initiator::Src, Reason::GroupDestination)
+        );
         for (proto, sp, dp, flags, bi, who, why) in cases {
             assert_eq!(
-                decide(proto, b, sp, a, dp, flags, bi),
+                decide(proto, b, sp, a, dp, flags, bi, false),
                 (who, why),
                 "{proto} {sp}->{dp} flags {flags:#x} biflow {bi}"
             );

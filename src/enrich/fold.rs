@@ -147,6 +147,7 @@ impl Folder {
         tcp_flags: u16,
         biflow_direction: u8,
         biflow: bool,
+        dst_is_group: bool,
         obs: u32,
         flow_ms: i64,
         m: &FoldMetrics,
@@ -203,6 +204,7 @@ impl Folder {
                     dst_port,
                     tcp_flags,
                     biflow_direction,
+                    dst_is_group,
                 );
                 Session {
                     client_is_lo: (who == Initiator::Src) == src_is_lo,
@@ -269,6 +271,7 @@ mod tests {
             6,
             flags,
             255,
+            false,
             false,
             obs,
             t,

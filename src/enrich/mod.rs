@@ -376,9 +376,9 @@ impl Tables {
         if e.flags & (flag::INTERNAL | flag::MULTICAST | flag::BROADCAST) == 0
             && is_public_unicast(ip)
         {
+            // only Internet addresses have a country: registries also list special-
+            // purpose ranges (documentation, multicast), which are nowhere
             e.flags |= flag::INTERNET;
-            e.country = geo.lookup(ip).unwrap_or(0);
-        } else if e.flags & flag::INTERNAL == 0 {
             e.country = geo.lookup(ip).unwrap_or(0);
         }
         e

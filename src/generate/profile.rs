@@ -971,7 +971,18 @@ mod tests {
     fn small_sites_keep_every_role() {
         for n in [20, 60, 120] {
             let s = Site::datacenter(n);
-            for r in [Role::Web, Role::App, Role::Db, Role::Cache, Role::Dns, Role::Directory, Role::Monitoring, Role::File, Role::Admin, Role::Scanner] {
+            for r in [
+                Role::Web,
+                Role::App,
+                Role::Db,
+                Role::Cache,
+                Role::Dns,
+                Role::Directory,
+                Role::Monitoring,
+                Role::File,
+                Role::Admin,
+                Role::Scanner,
+            ] {
                 assert!(!s.role(r).is_empty(), "{n} VMs: no {r:?}");
             }
             let g = s.generate(1_764_000_000_000, 1_764_000_120_000, 1.0, 1);

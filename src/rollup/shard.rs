@@ -175,6 +175,8 @@ impl Shard {
                 f.tcp_flags,
                 f.biflow_direction,
                 biflow,
+                f.dst
+                    .is(crate::enrich::flag::MULTICAST | crate::enrich::flag::BROADCAST),
                 f.obs_hash,
                 f.start_ms,
                 &self.fold_metrics,
