@@ -103,6 +103,35 @@ pub fn run(a: GenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Sends the datacenter profile's conversations that start in `[t0, t1)`, an hour at a
+/// time, each chunk exported a second after its last flow ended. Stops early when
+/// `stop` is set. Returns the records sent.
+pub fn send_range(
+    site: &Site,
+    em: &mut Emitter,
+    t0: i64,
+    t1: i64,
+    seed: u64,
+    intensity: f64,
+    pacer: &mut Pacer,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<u64> {
+    let hour = 3_600_000i64;
+    let before = em.records;
+    let mut t = t0;
+    while t < t1 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let end = (t - t.rem_euclid(hour) + hour).min(t1);
+        let g = site.generate(t, end, intensity, seed);
+        for chunk in g.chunks(2000) {
+            pacer.wait(chunk.len());
+            let export = chunk.last().map_or(end, |x| x.record.end_ms + 1000);
+            em.send(chunk, export)?;
+        }
+        t = end;
+    }
+    Ok(em.records - before)
+}
+
 /// History: every hour of the last `offset` seconds, sent as fast as `rate` allows.
 pub fn backfill(
     site: &Site,
@@ -168,8 +197,8 @@ fn live(site: &Site, em: &mut Emitter, a: &GenArgs, duration: Option<i64>) -> an
         let now = now_ms();
         match a.profile {
             Profile::Datacenter => {
-                // natural rate: about 40 records/s; --rate scales the site
-                let intensity = rate.map_or(1.0, |r| (r / 40.0).max(0.001));
+                // natural rate: about 60 records/s; --rate scales the site
+                let intensity = rate.map_or(1.0, |r| (r / 60.0).max(0.001));
                 let g = site.generate(tick, now, intensity, a.seed);
                 em.send(&g, now)?;
                 tick = now;

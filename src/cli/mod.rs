@@ -1,5 +1,6 @@
 //! Subcommands. Each file is one subcommand; all of them call into the library.
 
+mod demo;
 mod export;
 mod generate;
 mod query;
@@ -25,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the collector daemon.
     Serve(serve::ServeArgs),
+    /// Run the daemon on loopback, fed by a generated 500-VM data centre (a week of
+    /// history, then live traffic), and print the web page's URL.
+    Demo(demo::DemoArgs),
     /// Send the UDP payloads of a pcap/pcapng to a collector, or decode them offline.
     Replay(replay::ReplayArgs),
     /// Generate realistic NetFlow/IPFIX traffic (a VMware site) and send it to a collector.
@@ -38,6 +42,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Gen(a) => generate::run(a),
         Command::Export(a) => export::run(a),
