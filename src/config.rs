@@ -106,6 +106,36 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    /// The documented example sets every key to its default: parsing it gives the
+    /// defaults back (so the example cannot drift from the code).
+    #[test]
+    fn example_config_parses_and_documents_the_defaults() {
+        let text = include_str!("../config/nagare.example.toml");
+        let cfg = Config::from_toml(text).expect("example parses");
+        let def = Config::default();
+        let ser = |c: &Config| toml::to_string(c).expect("serialize");
+        assert_eq!(ser(&cfg), ser(&def));
+        // and every commented-out key is a real key too
+        let uncommented: String = text
+            .lines()
+            .map(|l| l.strip_prefix("# ").filter(|x| x.contains(" = \"")).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Config::from_toml(&uncommented).expect("example with its optional keys set");
+    }
+
+    #[test]
+    fn example_inventory_parses_without_warnings() {
+        let inv = crate::enrich::inventory::Inventory::parse(
+            include_str!("../config/inventory.example.toml"),
+            "inventory.example.toml",
+        )
+        .expect("example inventory parses");
+        assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
+        assert_eq!(inv.vms.len(), 2);
+        assert_eq!(inv.switches.len(), 1);
+    }
+
     #[test]
     fn unknown_keys_are_refused_with_position() {
         let e = Config::from_toml("state_dir = \"/tmp/x\"\n[listener]\nlisten = []\nbogus = 1\n")

@@ -67,7 +67,17 @@ struct OpenBucket {
     /// server direction, in server -> client direction] (for switch ports)
     ifaces: FxHashMap<u32, [IfaceAcc; 2]>,
     covers: Vec<u64>,
+    /// The last snapshot published for queries, whether the bucket changed since,
+    /// and when it was built.
+    published: Option<Arc<Chunk>>,
+    changed: bool,
+    published_ms: i64,
 }
+
+/// Coarse open buckets (every level but the finest) are re-published at most this
+/// often: rebuilding an hour's rows every second would cost more than ingesting them.
+/// With the one-second tick, a record is still visible within five seconds.
+const COARSE_PUBLISH_MS: i64 = 3_500;
 
 struct Level {
     cfg: ResolutionConfig,
@@ -246,8 +256,12 @@ impl Shard {
                         overflow_keys: FxHashSet::default(),
                         ifaces: FxHashMap::default(),
                         covers: Vec::new(),
+                        published: None,
+                        changed: true,
+                        published_ms: 0,
                     }
                 });
+                bucket.changed = true;
                 if li == 0 {
                     fine_seq = Some(bucket.seq);
                 } else if let Some(s) = fine_seq
@@ -315,20 +329,24 @@ impl Shard {
         self.levels.first().map_or(300, |l| l.cfg.max_future_secs)
     }
 
-    fn build(&self, res: u32, b: &OpenBucket) -> Chunk {
+    /// Builds the chunk of a bucket. Closed chunks get a deterministic row order (by
+    /// bytes, then key: the same data gives the same file); snapshots of open buckets,
+    /// rebuilt often and never stored, keep the table's order.
+    fn build(&self, res: u32, b: &OpenBucket, sorted: bool) -> Chunk {
         let mut cb = ChunkBuilder::default();
         let mut rows = Vec::with_capacity(b.rows.len());
         let mut outer_rows = Vec::new();
         let mut order: Vec<(&RowKey, &OpenRow)> = b.rows.iter().collect();
-        // deterministic order: by bytes, then key
-        order.sort_by(|a, b| {
-            (b.1.src_bytes + b.1.dst_bytes)
-                .cmp(&(a.1.src_bytes + a.1.dst_bytes))
-                .then_with(|| {
-                    (a.0.client, a.0.server, a.0.port, a.0.proto, a.0.obs)
-                        .cmp(&(b.0.client, b.0.server, b.0.port, b.0.proto, b.0.obs))
-                })
-        });
+        if sorted {
+            order.sort_unstable_by(|a, b| {
+                (b.1.src_bytes + b.1.dst_bytes)
+                    .cmp(&(a.1.src_bytes + a.1.dst_bytes))
+                    .then_with(|| {
+                        (a.0.client, a.0.server, a.0.port, a.0.proto, a.0.obs)
+                            .cmp(&(b.0.client, b.0.server, b.0.port, b.0.proto, b.0.obs))
+                    })
+            });
+        }
         for (k, r) in order {
             let obs = self
                 .obs_list
@@ -443,25 +461,53 @@ impl Shard {
             }
             for k in due {
                 if let Some(b) = self.levels[li].open.remove(&k) {
-                    closed.push(Arc::new(self.build(res, &b)));
+                    closed.push(Arc::new(self.build(res, &b, true)));
                 }
             }
         }
         let changed = self.dirty || !closed.is_empty();
         self.dirty = false;
-        let snapshot = changed.then(|| self.snapshot());
+        let snapshot = changed.then(|| self.snapshot(now_ms));
         self.metrics.open_buckets.set(self.open_buckets() as u64);
         self.metrics.sessions.set(self.sessions() as u64);
         (closed, snapshot)
     }
 
-    fn snapshot(&self) -> Vec<Arc<Chunk>> {
+    /// The open buckets as chunks: rebuilt when they changed (coarse levels at most
+    /// every COARSE_PUBLISH_MS), else the previous snapshot.
+    fn snapshot(&mut self, now_ms: i64) -> Vec<Arc<Chunk>> {
         let mut v = Vec::new();
-        for l in &self.levels {
-            for b in l.open.values() {
-                v.push(Arc::new(self.build(l.cfg.seconds, b)));
+        let mut pending = false;
+        for li in 0..self.levels.len() {
+            let res = self.levels[li].cfg.seconds;
+            let keys: Vec<i64> = self.levels[li].open.keys().copied().collect();
+            for k in keys {
+                let Some(b) = self.levels[li].open.get(&k) else {
+                    continue;
+                };
+                let due = b.published.is_none()
+                    || (b.changed && (li == 0 || now_ms - b.published_ms >= COARSE_PUBLISH_MS));
+                let chunk = if due {
+                    Arc::new(self.build(res, b, false))
+                } else {
+                    match &b.published {
+                        Some(c) => c.clone(),
+                        None => continue,
+                    }
+                };
+                if let Some(b) = self.levels[li].open.get_mut(&k) {
+                    if due {
+                        b.published = Some(chunk.clone());
+                        b.changed = false;
+                        b.published_ms = now_ms;
+                    }
+                    pending |= b.changed;
+                }
+                v.push(chunk);
             }
         }
+        // a change not yet published keeps the shard due for the next tick
+        self.dirty |= pending;
         v
     }
 
@@ -472,7 +518,7 @@ impl Shard {
             let res = self.levels[li].cfg.seconds;
             let open = std::mem::take(&mut self.levels[li].open);
             for b in open.values() {
-                closed.push(Arc::new(self.build(res, b)));
+                closed.push(Arc::new(self.build(res, b, true)));
             }
         }
         closed

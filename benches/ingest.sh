@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Ingest benchmark: nagare (decode + enrichment + folding + rollups at three
+# resolutions) against nfcapd (nfdump) and nfacctd (pmacct), each driven by the same
+# neutral load generator (../shared/tools/nfblast.c) at increasing rates.
+#
+# For every collector and rate: records sent, records stored, kernel socket drops, and
+# the collector's CPU time per million records. A rate is lossless when every record
+# sent was stored. The report ends with each collector's highest lossless rate and its
+# CPU per million records at the highest rate all three handled, with nagare / nfcapd
+# ratios.
+#
+# Usage: benches/ingest.sh [--version 9] [--seconds 4] [--rates "50000 100000 ..."]
+# Needs: gcc, nfcapd + nfdump, nfacctd (pmacct). Run from the repository root.
+set -euo pipefail
+
+VERSION=9
+SECONDS_PER_RUN=4
+RATES="50000 100000 200000 400000 800000"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --version) VERSION=$2; shift 2 ;;
+    --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+    --rates) RATES=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${NAGARE_SHARED_DIR:-$ROOT/../shared}
+WORK=$(mktemp -d /tmp/nagare-ingest.XXXXXX)
+trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+for t in gcc nfcapd nfdump nfacctd; do
+  command -v $t >/dev/null || { echo "ingest bench needs $t (.ci/run installs it)" >&2; exit 1; }
+done
+gcc -O2 -o "$WORK/nfblast" "$SHARED/tools/nfblast.c"
+echo "building nagare (release) ..." >&2
+(cd "$ROOT" && cargo build --release --quiet)
+NAGARE=$ROOT/target/release/nagare
+TICK=$(getconf CLK_TCK)
+
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_tcp_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# CPU seconds (user + system) of processes, summed
+cpu_of() {
+  local total=0 p
+  for p in "$@"; do
+    [ -r /proc/$p/stat ] || continue
+    local f; f=$(sed 's/.*) //' /proc/$p/stat)
+    local ut st; ut=$(echo "$f" | awk '{print $12}'); st=$(echo "$f" | awk '{print $13}')
+    total=$((total + ut + st))
+  done
+  echo "$total"
+}
+
+# kernel drops of the UDP socket bound to a port (all sockets on it)
+drops_of() {
+  local hex; hex=$(printf '%04X' "$1")
+  awk -v p=":$hex" '$2 ~ p"$" {d+=$NF} END {print d+0}' /proc/net/udp
+}
+
+nagare_stored() {
+  curl -s "http://127.0.0.1:$1/metrics" | awk '/^nagare_rollup_records_total/ {s+=$2} END {printf "%d\n", s}'
+}
+
+# run_one COLLECTOR RATE -> prints "sent stored drops cpu_ticks"
+run_one() {
+  local c=$1 rate=$2 port pids dir n
+  port=$(free_port)
+  n=$((rate * SECONDS_PER_RUN))
+  dir=$WORK/$c-$rate
+  mkdir -p "$dir"
+  case $c in
+    nagare)
+      local http; http=$(free_tcp_port)
+      "$NAGARE" serve --listen 127.0.0.1:$port --http 127.0.0.1:$http --state-dir "$dir" --log error >/dev/null 2>&1 &
+      pids=$!
+      for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http/healthz" >/dev/null && break; sleep 0.1; done
+      ;;
+    nfcapd)
+      nfcapd -w "$dir" -b 127.0.0.1 -p $port -t 3600 >/dev/null 2>&1 &
+      pids=$!
+      sleep 1
+      ;;
+    nfacctd)
+      cat > "$dir/nfacctd.conf" <<EOF
+daemonize: false
+nfacctd_port: $port
+nfacctd_ip: 127.0.0.1
+plugins: print[p]
+aggregate[p]: proto
+print_output[p]: csv
+print_output_file[p]: $dir/out.csv
+print_output_file_append[p]: true
+print_refresh_time[p]: 1
+nfacctd_pipe_size: 33554432
+EOF
+      nfacctd -f "$dir/nfacctd.conf" >/dev/null 2>&1 &
+      pids=$!
+      sleep 1
+      ;;
+  esac
+  local all; all="$pids $({ pgrep -P "$pids" || true; } | tr '\n' ' ')"
+  local cpu0; cpu0=$(cpu_of $all)
+  "$WORK/nfblast" -p $port -v "$VERSION" -r "$rate" -n "$n" >/dev/null
+  # drain: until the stored count stops moving (nagare) or a fixed settle time
+  local stored=0
+  if [ "$c" = nagare ]; then
+    local last=-1
+    for _ in $(seq 1 60); do
+      stored=$(nagare_stored "$http")
+      [ "$stored" = "$last" ] && [ "$stored" -gt 0 ] && break
+      last=$stored; sleep 0.5
+    done
+  else
+    sleep 3
+  fi
+  all="$pids $({ pgrep -P "$pids" || true; } | tr '\n' ' ')"
+  local cpu1; cpu1=$(cpu_of $all)
+  local drops; drops=$(drops_of $port)
+  case $c in
+    nagare) kill -TERM $pids; wait $pids 2>/dev/null || true ;;
+    nfcapd)
+      kill -TERM $pids; wait $pids 2>/dev/null || true
+      stored=$(nfdump -R "$dir" -I 2>/dev/null | awk '/^Flows:/ {print $2}')
+      ;;
+    nfacctd)
+      sleep 1
+      kill -INT $pids; wait $pids 2>/dev/null || true
+      stored=$(awk -F, '$1!="PROTOCOL" {s+=$2} END {printf "%d\n", s}' "$dir/out.csv" 2>/dev/null)
+      ;;
+  esac
+  echo "$n ${stored:-0} $drops $((cpu1 - cpu0))"
+}
+
+echo
+echo "== ingest: NetFlow v$VERSION from nfblast, ${SECONDS_PER_RUN}s per rate, $(nproc) cores =="
+printf "%-8s %10s %10s %10s %8s %12s\n" collector "rate/s" sent stored drops "CPU s/1M rec"
+declare -A BEST CPU_AT
+for rate in $RATES; do
+  for c in nagare nfcapd nfacctd; do
+    read -r sent stored drops ticks < <(run_one $c $rate)
+    cpu_s=$(awk -v t=$ticks -v hz=$TICK 'BEGIN {printf "%.3f", t / hz}')
+    per_m=$(awk -v t=$ticks -v hz=$TICK -v n=$stored 'BEGIN {if (n > 0) printf "%.3f", (t / hz) / (n / 1e6); else print "-"}')
+    mark=""
+    if [ "$stored" = "$sent" ]; then
+      BEST[$c]=$rate
+      CPU_AT[$c,$rate]=$per_m
+    else
+      mark=" (loss)"
+    fi
+    printf "%-8s %10s %10s %10s %8s %12s%s\n" $c $rate $sent $stored $drops $per_m "$mark"
+  done
+done
+
+echo
+echo "== summary =="
+common=""
+for rate in $RATES; do
+  [ -n "${CPU_AT[nagare,$rate]:-}" ] && [ -n "${CPU_AT[nfcapd,$rate]:-}" ] && [ -n "${CPU_AT[nfacctd,$rate]:-}" ] && common=$rate
+done
+printf "%-8s %22s %28s\n" collector "highest lossless rate" "CPU s/1M rec at ${common:-?}/s"
+for c in nagare nfcapd nfacctd; do
+  printf "%-8s %22s %28s\n" $c "${BEST[$c]:-none}" "${CPU_AT[$c,$common]:--}"
+done
+if [ -n "${BEST[nagare]:-}" ] && [ -n "${BEST[nfcapd]:-}" ]; then
+  awk -v a=${BEST[nagare]} -v b=${BEST[nfcapd]} 'BEGIN {printf "nagare / nfcapd lossless rate: %.2f\n", a / b}'
+fi
+if [ -n "$common" ]; then
+  awk -v a=${CPU_AT[nagare,$common]} -v b=${CPU_AT[nfcapd,$common]} 'BEGIN {printf "nagare / nfcapd CPU per record at %s/s: %.2f\n", "'$common'", a / b}'
+fi
