@@ -118,7 +118,11 @@ mod tests {
         // and every commented-out key is a real key too
         let uncommented: String = text
             .lines()
-            .map(|l| l.strip_prefix("# ").filter(|x| x.contains(" = \"")).unwrap_or(l))
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|x| x.contains(" = \""))
+                    .unwrap_or(l)
+            })
             .collect::<Vec<_>>()
             .join("\n");
         Config::from_toml(&uncommented).expect("example with its optional keys set");

@@ -249,15 +249,15 @@ function renderResult(result, targets, compact) {
 }
 
 // ---------- query view ----------
-function history() { try { return JSON.parse(localStorage.getItem("nagare.history") || "[]"); } catch (_) { return []; } }
+function queryHistory() { try { return JSON.parse(localStorage.getItem("nagare.history") || "[]"); } catch (_) { return []; } }
 function remember(q) {
-  const h = history().filter((x) => x !== q);
+  const h = queryHistory().filter((x) => x !== q);
   h.unshift(q);
   localStorage.setItem("nagare.history", JSON.stringify(h.slice(0, 50)));
   drawHistory();
 }
 function drawHistory() {
-  $("history").innerHTML = history().map((q) => `<li>${esc(q)}</li>`).join("");
+  $("history").innerHTML = queryHistory().map((q) => `<li>${esc(q)}</li>`).join("");
   $("history").querySelectorAll("li").forEach((li) => li.addEventListener("click", () => { $("query").value = li.textContent; run(); }));
 }
 
