@@ -711,7 +711,7 @@ fn check_vms(r: &J, site: &Site, model: &Model<'_>, flows: &HashMap<FlowKey, Flo
         }
     }
     let mut top: Vec<(usize, u64)> = bytes.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1));
+    top.sort_by_key(|t| std::cmp::Reverse(t.1));
     let range = range_secs(r);
     let rs = rows(r);
     assert_eq!(rs.len(), 5, "T3: five VMs");

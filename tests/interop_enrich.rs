@@ -120,10 +120,10 @@ fn vds_capture_flows_know_their_vms_and_fold_the_reply() {
     // The capture holds one direction of each conversation. The reply to the first one
     // (172.18.65.21:61209 -> 172.18.65.211:5985, a SYN), as the receiving VM's port
     // exports it: addresses and ports swapped, SYN-ACK, 300 bytes in 3 packets.
-    let first = recs[0].clone();
+    let first = recs[0];
     assert_eq!(first.src.to_string(), "172.18.65.21");
     assert_eq!(first.dst_port, 5985);
-    let mut reply = first.clone();
+    let mut reply = first;
     std::mem::swap(&mut reply.src, &mut reply.dst);
     std::mem::swap(&mut reply.src_port, &mut reply.dst_port);
     std::mem::swap(&mut reply.in_if, &mut reply.out_if);

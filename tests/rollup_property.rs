@@ -116,11 +116,12 @@ fn resolutions(cap: usize) -> Vec<ResolutionConfig> {
         .collect()
 }
 
-fn run(
-    sessions: &[Session],
-    cap: usize,
-    shards: usize,
-) -> (BTreeMap<(u32, i64), Tot>, BTreeMap<(u32, i64), Tot>) {
+/// Totals per (resolution, bucket start).
+type PerBucket = BTreeMap<(u32, i64), Tot>;
+/// Distinct flow keys (client, server, port, proto, observation) per bucket.
+type FlowKeys = HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, u8)>>;
+
+fn run(sessions: &[Session], cap: usize, shards: usize) -> (PerBucket, PerBucket) {
     // One generated session per 5-tuple (two would be one session to any collector).
     let mut seen = BTreeSet::new();
     let sessions: Vec<Session> = sessions
@@ -148,7 +149,7 @@ fn run(
 
     // Naive: per (resolution, bucket).
     let mut naive: BTreeMap<(u32, i64), Tot> = BTreeMap::new();
-    let mut keys: HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, u8)>> = HashMap::new();
+    let mut keys: FlowKeys = HashMap::new();
     let mut seen_session: BTreeSet<usize> = BTreeSet::new();
     for (ms, si, f) in &recs {
         let s = &sessions[*si];

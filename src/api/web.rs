@@ -218,6 +218,8 @@ fn err(code: StatusCode, msg: String) -> Response {
     (code, Json(serde_json::json!({"error": {"message": msg}}))).into_response()
 }
 
+// the error is the ready-made HTTP response; it is built once per failed request
+#[allow(clippy::result_large_err)]
 fn web(s: &HttpState) -> Result<Arc<Web>, Response> {
     s.web
         .clone()

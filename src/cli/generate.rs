@@ -106,6 +106,7 @@ pub fn run(a: GenArgs) -> anyhow::Result<ExitCode> {
 /// Sends the datacenter profile's conversations that start in `[t0, t1)`, an hour at a
 /// time, each chunk exported a second after its last flow ended. Stops early when
 /// `stop` is set. Returns the records sent.
+#[allow(clippy::too_many_arguments)]
 pub fn send_range(
     site: &Site,
     em: &mut Emitter,

@@ -302,6 +302,7 @@ const SYN: u16 = 0x02;
 const ACK: u16 = 0x10;
 
 /// Decides the client of a record (see the module documentation for the rule).
+#[allow(clippy::too_many_arguments)] // the record fields the rule reads, as plain values
 pub fn decide(
     proto: u8,
     src: IpAddr,

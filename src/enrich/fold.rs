@@ -252,6 +252,7 @@ impl Folder {
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
     fn f(
         folder: &mut Folder,
         m: &FoldMetrics,

@@ -29,7 +29,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed ^ 0x9e37_79b9_7f4a_7c15)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -37,13 +37,13 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
     pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
         &v[self.below(v.len() as u64) as usize]
     }
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
     /// Log-normal-ish size around `median`.
     pub fn size(&mut self, median: u64) -> u64 {
@@ -55,7 +55,7 @@ impl Rng {
 /// A stable hash of (a, b): the generator's relationships (which web VM a user lands
 /// on, which services a VM calls) are functions of the parties, not fresh draws.
 fn mix(a: u64, b: u64) -> u64 {
-    Rng::new(a.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ b).next()
+    Rng::new(a.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ b).next_u64()
 }
 
 /// Pool sizes: how many distinct Internet users, attackers and SaaS endpoints the site
@@ -512,7 +512,11 @@ impl Site {
             let country = countries[(mix(u, 1) % countries.len() as u64) as usize];
             let c = self.internet_pooled(country, mix(u, 2));
             let w = web[(mix(u, 3) % web.len() as u64) as usize];
-            let port = if mix(u, 4) % 7 != 0 { 443 } else { 80 };
+            let port = if !mix(u, 4).is_multiple_of(7) {
+                443
+            } else {
+                80
+            };
             self.conv(rng, out, t, c, self.vm_addr(w), port, 6, 40_000, 600_000);
         }
         // branches -> web/app, each branch user to its own application
@@ -524,7 +528,7 @@ impl Site {
             let k = rng.below(2000);
             let c = nth(net, 256 + k as u32);
             let h = mix(k, b);
-            let target = if h % 2 == 0 {
+            let target = if h.is_multiple_of(2) {
                 web[((h >> 8) % web.len() as u64) as usize]
             } else {
                 app[((h >> 8) % app.len() as u64) as usize]
@@ -713,13 +717,13 @@ impl Site {
                 *rng.pick(&all)
             };
             let svc = mix(a as u64, 100 + rng.below(6)) % SAAS;
-            let country = if svc % 8 == 0 {
+            let country = if svc.is_multiple_of(8) {
                 "GB"
             } else {
                 ["US", "US", "NL", "DE", "JP", "GB", "SG"][(svc % 7) as usize]
             };
             let s = self.internet_pooled(country, mix(svc, 5));
-            let port = if svc % 10 != 0 { 443 } else { 80 };
+            let port = if !svc.is_multiple_of(10) { 443 } else { 80 };
             self.conv(rng, out, t, self.vm_addr(a), s, port, 6, 15_000, 900_000);
         }
         // probes from the Internet: SSH, Telnet, RDP; an attacker mostly hammers one
@@ -848,8 +852,6 @@ impl Site {
                     };
                     let flags = if proto != 6 {
                         0
-                    } else if part == 0 && !reply {
-                        0x1b
                     } else if part == 0 {
                         0x1b
                     } else {
@@ -926,10 +928,10 @@ impl Site {
         let mut rng = Rng::new(seed);
         (0..n)
             .map(|i| {
-                let src = IpAddr::V4(Ipv4Addr::from(rng.next() as u32));
-                let dst = IpAddr::V4(Ipv4Addr::from(rng.next() as u32));
-                let sp = rng.next() as u16;
-                let dp = rng.next() as u16;
+                let src = IpAddr::V4(Ipv4Addr::from(rng.next_u64() as u32));
+                let dst = IpAddr::V4(Ipv4Addr::from(rng.next_u64() as u32));
+                let sp = rng.next_u64() as u16;
+                let dp = rng.next_u64() as u16;
                 let bytes = 40 + rng.below(100_000);
                 Generated {
                     source: Source::Switch(0),

@@ -674,6 +674,9 @@ impl Vals {
     }
 }
 
+/// A thread's groups and the rows it scanned.
+type ScanOut = (FxHashMap<Key, Acc>, u64);
+
 /// Groups being built by one thread: key -> index into `accs`.
 struct Groups {
     index: FxHashMap<Key, u32>,
@@ -866,7 +869,7 @@ impl Scan<'_> {
         chunks: &[&Arc<Chunk>],
         deadline: Instant,
         max_groups: usize,
-    ) -> Result<(FxHashMap<Key, Acc>, u64), QueryError> {
+    ) -> Result<ScanOut, QueryError> {
         let plan = self.plan;
         let mut g = Groups {
             index: FxHashMap::default(),
@@ -1041,9 +1044,9 @@ impl Scan<'_> {
                 // general case: the cartesian product of every dimension's values
                 let nd = plan.group.len();
                 let mut empty = false;
-                for di in 0..nd {
-                    self.dim_vals(&plan.group[di], b.dim_keys.get(di), r, c, &mut vals[di]);
-                    if vals[di].n == 0 {
+                for (di, (d, v)) in plan.group.iter().zip(vals.iter_mut()).enumerate() {
+                    self.dim_vals(d, b.dim_keys.get(di), r, c, v);
+                    if v.n == 0 {
                         empty = true;
                         break;
                     }
@@ -1247,7 +1250,7 @@ fn col_value(c: &ColSpec, a: &Acc, plan: &Plan, flows: u64) -> f64 {
         let vals = pts.iter().map(|p| p.1);
         return match c.agg {
             Agg::Max => vals.fold(0.0, f64::max),
-            Agg::Min => vals.fold(f64::INFINITY, f64::min).min(f64::MAX).max(0.0),
+            Agg::Min => vals.fold(f64::INFINITY, f64::min).clamp(0.0, f64::MAX),
             Agg::Sum => vals.sum(),
             Agg::Avg => {
                 let n = pts.len().max(1) as f64;
@@ -1359,7 +1362,7 @@ fn execute_chunks(
     let scan = Scan {
         plan,
         compiled: &compiled,
-        names: &names,
+        names,
         series_owner,
         series_needs_flows,
     };
@@ -1379,7 +1382,7 @@ fn execute_chunks(
         parts[i].push(c);
         acc_rows += c.rows.len();
     }
-    let results: Vec<Result<(FxHashMap<Key, Acc>, u64), QueryError>> = if threads > 1 {
+    let results: Vec<Result<ScanOut, QueryError>> = if threads > 1 {
         let scan = &scan;
         std::thread::scope(|s| {
             let hs: Vec<_> = parts
@@ -1394,7 +1397,7 @@ fn execute_chunks(
                 .collect()
         })
     } else {
-        vec![scan.run(&chunks, deadline, ctx.cfg.max_groups)]
+        vec![scan.run(chunks, deadline, ctx.cfg.max_groups)]
     };
     let mut map: FxHashMap<Key, Acc> = FxHashMap::default();
     let mut scanned = 0;
@@ -1421,9 +1424,9 @@ fn execute_chunks(
         ));
     }
     match plan.kind {
-        Kind::FlowListing => Ok(listing(plan, map, scanned, t0, &names)),
-        Kind::Vms => Ok(vms(plan, map, scanned, t0, &names)),
-        _ => Ok(grouped(plan, map, scanned, t0, &names)),
+        Kind::FlowListing => Ok(listing(plan, map, scanned, t0, names)),
+        Kind::Vms => Ok(vms(plan, map, scanned, t0, names)),
+        _ => Ok(grouped(plan, map, scanned, t0, names)),
     }
 }
 

@@ -611,7 +611,7 @@ pub fn plan(q: &Query, ctx: &Context, now_s: i64) -> Result<Plan, QueryError> {
         let bucket_s = match &s.bucket {
             Some(b) => {
                 let b32 = b.v as u32;
-                if b32 < finest || b32 % finest != 0 {
+                if b32 < finest || !b32.is_multiple_of(finest) {
                     return Err(QueryError::plan(
                         b.span,
                         &format!(

@@ -313,10 +313,10 @@ impl Store {
             }
             if let Some(root) = &self.root {
                 for (start, path) in segment::list(root, rc.seconds) {
-                    if start + segment::file_span(rc.seconds) <= cutoff {
-                        if let Err(e) = std::fs::remove_file(&path) {
-                            tracing::warn!(path = %path.display(), error = %e, "cannot remove an expired segment");
-                        }
+                    if start + segment::file_span(rc.seconds) <= cutoff
+                        && let Err(e) = std::fs::remove_file(&path)
+                    {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove an expired segment");
                     }
                 }
             }
