@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use nagare::generate::{Emitter, site_for};
+use nagare::generate::Emitter;
 use serde_json::{Value as J, json};
 
 // ---------------------------------------------------------------------------------
@@ -290,15 +290,7 @@ fn assert_table_matches(
 #[test]
 fn web_page_runs_queries_and_keeps_pinned_panels() {
     let dir = tempfile::tempdir().unwrap();
-    let site = site_for("127.0.0.1:9".parse().unwrap(), 200);
-    let inv = dir.path().join("inventory.toml");
-    std::fs::write(&inv, site.inventory_toml()).unwrap();
-    let mmdb = dir.path().join("geo.mmdb");
-    std::fs::write(
-        &mmdb,
-        nagare::enrich::geoip::write_mmdb(&site.geo_prefixes()).unwrap(),
-    )
-    .unwrap();
+    let (site, inv, mmdb) = common::site_files(dir.path(), 200);
     let d = Daemon::start(
         &dir.path().join("state"),
         &[

@@ -14,8 +14,8 @@ use std::net::IpAddr;
 
 use common::Daemon;
 use ipnetwork::IpNetwork;
+use nagare::generate::Emitter;
 use nagare::generate::profile::{Generated, Site, Source};
-use nagare::generate::{Emitter, site_for};
 use serde_json::Value as J;
 
 // ---------------------------------------------------------------------------------
@@ -442,15 +442,7 @@ fn slice_start(now_ms: i64, hour: i64) -> i64 {
 #[test]
 fn every_seed_query_answers_what_was_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let site = site_for("127.0.0.1:9".parse().unwrap(), 500);
-    let inv = dir.path().join("inventory.toml");
-    std::fs::write(&inv, site.inventory_toml()).unwrap();
-    let mmdb = dir.path().join("geo.mmdb");
-    std::fs::write(
-        &mmdb,
-        nagare::enrich::geoip::write_mmdb(&site.geo_prefixes()).unwrap(),
-    )
-    .unwrap();
+    let (site, inv, mmdb) = common::site_files(dir.path(), 500);
     let cfg = dir.path().join("nagare.toml");
     std::fs::write(&cfg, "[query]\ntimezone = \"UTC\"\n").unwrap();
     let sock = dir.path().join("q.sock");

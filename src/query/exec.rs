@@ -335,50 +335,23 @@ fn eval(f: &XF, r: &Row, cc: &ChunkCtx<'_>) -> bool {
 }
 
 fn ep_key(attr: EndAttr, e: &Endpoint) -> KeyVal {
+    // unset (NONE symbol, 0) -> Null: one group, shown as "Unknown"
+    let sym = |s: Sym| {
+        if s.is_some() {
+            KeyVal::Sym(s)
+        } else {
+            KeyVal::Null
+        }
+    };
+    let num = |n: u64| if n != 0 { KeyVal::Num(n) } else { KeyVal::Null };
     match attr {
         EndAttr::Ip => KeyVal::Ip(ip_to_u128(e.ip)),
-        EndAttr::Vm => {
-            if e.vm.is_some() {
-                KeyVal::Sym(e.vm)
-            } else {
-                KeyVal::Null
-            }
-        }
-        EndAttr::Host => {
-            if e.host.is_some() {
-                KeyVal::Sym(e.host)
-            } else {
-                KeyVal::Null
-            }
-        }
-        EndAttr::Cluster => {
-            if e.cluster.is_some() {
-                KeyVal::Sym(e.cluster)
-            } else {
-                KeyVal::Null
-            }
-        }
-        EndAttr::L2Network => {
-            if e.l2.is_some() {
-                KeyVal::Sym(e.l2)
-            } else {
-                KeyVal::Null
-            }
-        }
-        EndAttr::Vlan => {
-            if e.vlan != 0 {
-                KeyVal::Num(u64::from(e.vlan))
-            } else {
-                KeyVal::Null
-            }
-        }
-        EndAttr::As => {
-            if e.asn != 0 {
-                KeyVal::Num(u64::from(e.asn))
-            } else {
-                KeyVal::Null
-            }
-        }
+        EndAttr::Vm => sym(e.vm),
+        EndAttr::Host => sym(e.host),
+        EndAttr::Cluster => sym(e.cluster),
+        EndAttr::L2Network => sym(e.l2),
+        EndAttr::Vlan => num(u64::from(e.vlan)),
+        EndAttr::As => num(u64::from(e.asn)),
         EndAttr::Country => {
             if e.country != 0 {
                 KeyVal::Country(e.country)

@@ -270,6 +270,19 @@ pub fn beats_sequences(yaml: &str) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// A generated site (switch exporters as an `Emitter` on loopback sends them) with its
+/// inventory and a GeoIP database of its Internet prefixes written into `dir`.
+/// Returns (site, inventory path, mmdb path).
+pub fn site_files(dir: &Path, vms: usize) -> (nagare::generate::profile::Site, PathBuf, PathBuf) {
+    let site = nagare::generate::site_for("127.0.0.1:9".parse().expect("addr"), vms);
+    let inv = dir.join("inventory.toml");
+    std::fs::write(&inv, site.inventory_toml()).expect("write inventory");
+    let mmdb = dir.join("geo.mmdb");
+    let db = nagare::enrich::geoip::write_mmdb(&site.geo_prefixes()).expect("mmdb");
+    std::fs::write(&mmdb, db).expect("write mmdb");
+    (site, inv, mmdb)
+}
+
 /// A `nagare serve` process started by a test.
 pub struct Daemon {
     pub child: std::process::Child,
