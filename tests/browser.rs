@@ -384,6 +384,18 @@ fn web_page_runs_queries_and_keeps_pinned_panels() {
         );
     }
     let shot = dr.screenshot("s4-countries-three-charts");
+    // the legend hides a line (the largest group) and the scale follows what is shown
+    let top_label = "return document.querySelectorAll('#charts .chart')[0].querySelectorAll('svg .axis text')[4].textContent;";
+    let before = dr.js(top_label, json!([]));
+    dr.js("document.querySelectorAll('#charts .chart')[0].querySelector('.legend span[data-i=\"0\"]').click();", json!([]));
+    let after = dr.js(top_label, json!([]));
+    assert_ne!(before, after, "the y scale follows the visible lines");
+    let hidden = dr.js(
+        "return document.querySelectorAll('#charts .chart')[0].querySelector('path.line').getAttribute('visibility');",
+        json!([]),
+    );
+    assert_eq!(hidden, "hidden");
+    dr.screenshot("s4-largest-group-hidden");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 
     // pin it to a new dashboard, reload, and find it there with its rendering

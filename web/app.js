@@ -119,43 +119,55 @@ function lineChart(metric, unit, lines, domain, compact) {
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("data-metric", metric);
   const [t0, t1] = domain;
-  let ymax = 0;
-  for (const l of lines) for (const p of l.points) ymax = Math.max(ymax, p[1]);
-  if (ymax <= 0) ymax = 1;
+  // lines hidden from the legend (a click toggles one): the scale follows what is shown,
+  // so a dominant group (often internal "Unknown") can be set aside
+  const hidden = new Set();
+  let ymax = 1;
   const x = (t) => L + ((t - t0) / Math.max(1, t1 - t0)) * (W - L - R);
   const y = (v) => T + (1 - v / ymax) * (H - T - B);
-  let g = `<g class="grid">`;
-  for (let i = 0; i <= 4; i++) {
-    const v = (ymax * i) / 4;
-    g += `<line x1="${L}" x2="${W - R}" y1="${y(v)}" y2="${y(v)}"/>`;
-  }
-  g += `</g><g class="axis">`;
-  for (let i = 0; i <= 4; i++) {
-    const v = (ymax * i) / 4;
-    g += `<text x="${L - 6}" y="${y(v) + 3}" text-anchor="end">${esc(fmt(v, unit))}</text>`;
-  }
-  const span = t1 - t0;
-  for (let i = 0; i <= 6; i++) {
-    const t = t0 + (span * i) / 6;
-    const d = new Date(t * 1000);
-    const label = span > 2 * 86400 ? `${d.getMonth() + 1}/${d.getDate()} ${String(d.getHours()).padStart(2, "0")}:00`
-      : `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
-    g += `<text x="${x(t)}" y="${H - 6}" text-anchor="middle">${label}</text>`;
-  }
-  g += `</g>`;
-  lines.forEach((l, i) => {
-    const d = l.points.map((p, j) => `${j ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join("");
-    g += `<path class="line" data-group="${esc(l.name)}" stroke="${COLORS[i % COLORS.length]}" d="${d}"/>`;
-  });
-  g += `<line class="cursor" x1="0" x2="0" y1="${T}" y2="${H - B}" stroke="#888" stroke-dasharray="3,3" visibility="hidden"/>`;
-  svg.innerHTML = g;
+  const draw = () => {
+    ymax = 0;
+    lines.forEach((l, i) => { if (!hidden.has(i)) for (const p of l.points) ymax = Math.max(ymax, p[1]); });
+    if (ymax <= 0) ymax = 1;
+    let g = `<g class="grid">`;
+    for (let i = 0; i <= 4; i++) {
+      const v = (ymax * i) / 4;
+      g += `<line x1="${L}" x2="${W - R}" y1="${y(v)}" y2="${y(v)}"/>`;
+    }
+    g += `</g><g class="axis">`;
+    for (let i = 0; i <= 4; i++) {
+      const v = (ymax * i) / 4;
+      g += `<text x="${L - 6}" y="${y(v) + 3}" text-anchor="end">${esc(fmt(v, unit))}</text>`;
+    }
+    const span = t1 - t0;
+    for (let i = 0; i <= 6; i++) {
+      const t = t0 + (span * i) / 6;
+      const d = new Date(t * 1000);
+      const label = span > 2 * 86400 ? `${d.getMonth() + 1}/${d.getDate()} ${String(d.getHours()).padStart(2, "0")}:00`
+        : `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+      g += `<text x="${x(t)}" y="${H - 6}" text-anchor="middle">${label}</text>`;
+    }
+    g += `</g>`;
+    lines.forEach((l, i) => {
+      const d = l.points.map((p, j) => `${j ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join("");
+      g += `<path class="line" data-group="${esc(l.name)}" stroke="${COLORS[i % COLORS.length]}" d="${d}"${hidden.has(i) ? ' visibility="hidden"' : ""}/>`;
+    });
+    g += `<line class="cursor" x1="0" x2="0" y1="${T}" y2="${H - B}" stroke="#888" stroke-dasharray="3,3" visibility="hidden"/>`;
+    svg.innerHTML = g;
+  };
+  draw();
   div.appendChild(svg);
   const legend = document.createElement("div");
   legend.className = "legend";
-  legend.innerHTML = lines.map((l, i) => `<span><i style="background:${COLORS[i % COLORS.length]}"></i>${esc(l.name)}</span>`).join("");
+  legend.innerHTML = lines.map((l, i) => `<span data-i="${i}" title="show / hide"><i style="background:${COLORS[i % COLORS.length]}"></i>${esc(l.name)}</span>`).join("");
+  legend.querySelectorAll("span").forEach((sp) => sp.addEventListener("click", () => {
+    const i = Number(sp.dataset.i);
+    if (hidden.has(i)) hidden.delete(i); else hidden.add(i);
+    sp.classList.toggle("off", hidden.has(i));
+    draw();
+  }));
   div.appendChild(legend);
   // hover: nearest bucket, values of every line
-  const cursor = svg.querySelector(".cursor");
   const tip = $("tooltip");
   svg.addEventListener("mousemove", (ev) => {
     const rect = svg.getBoundingClientRect();
@@ -165,6 +177,7 @@ function lineChart(metric, unit, lines, domain, compact) {
     let best = 0, bd = Infinity;
     pts.forEach((p, i) => { const d = Math.abs(x(p[0]) - px); if (d < bd) { bd = d; best = i; } });
     const t = pts[best][0];
+    const cursor = svg.querySelector(".cursor");
     cursor.setAttribute("x1", x(t)); cursor.setAttribute("x2", x(t)); cursor.setAttribute("visibility", "visible");
     tip.innerHTML = `<b>${new Date(t * 1000).toLocaleString()}</b><br>` + lines
       .map((l, i) => `<i style="color:${COLORS[i % COLORS.length]}">■</i> ${esc(l.name)}: ${esc(fmt(l.points[best] ? l.points[best][1] : 0, unit))}`)
@@ -173,7 +186,7 @@ function lineChart(metric, unit, lines, domain, compact) {
     tip.style.top = ev.clientY + 14 + "px";
     tip.classList.remove("hidden");
   });
-  svg.addEventListener("mouseleave", () => { cursor.setAttribute("visibility", "hidden"); tip.classList.add("hidden"); });
+  svg.addEventListener("mouseleave", () => { svg.querySelector(".cursor").setAttribute("visibility", "hidden"); tip.classList.add("hidden"); });
   return div;
 }
 
