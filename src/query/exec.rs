@@ -1265,6 +1265,25 @@ fn num(v: f64) -> J {
     }
 }
 
+/// The aggregates an entity listing shows besides its own Network Rate column; their
+/// columns are appended to `columns`.
+fn extra_columns<'p>(plan: &'p Plan, columns: &mut Vec<Column>) -> Vec<&'p ColSpec> {
+    let extra: Vec<&ColSpec> = plan
+        .cols
+        .iter()
+        .filter(|c| {
+            !(c.metric == Metric::NetworkRate && c.agg == Agg::Sum && c.over_series.is_none())
+        })
+        .collect();
+    for c in &extra {
+        columns.push(Column {
+            name: c.label.clone(),
+            unit: col_unit(c),
+        });
+    }
+    extra
+}
+
 fn col_unit(c: &ColSpec) -> Option<String> {
     Some(c.metric.unit().to_string())
 }
@@ -1753,19 +1772,7 @@ fn vms(
         },
     })
     .collect();
-    let extra: Vec<&ColSpec> = plan
-        .cols
-        .iter()
-        .filter(|c| {
-            !(c.metric == Metric::NetworkRate && c.agg == Agg::Sum && c.over_series.is_none())
-        })
-        .collect();
-    for c in &extra {
-        columns.push(Column {
-            name: c.label.clone(),
-            unit: col_unit(c),
-        });
-    }
+    let extra = extra_columns(plan, &mut columns);
     // every inventory VM, with its traffic (none: zero)
     let traffic: HashMap<Sym, &Acc> = map
         .iter()
@@ -1921,19 +1928,7 @@ fn switch_ports(
             unit: Some("bit/s".into()),
         },
     ];
-    let extra: Vec<&ColSpec> = plan
-        .cols
-        .iter()
-        .filter(|c| {
-            !(c.metric == Metric::NetworkRate && c.agg == Agg::Sum && c.over_series.is_none())
-        })
-        .collect();
-    for c in &extra {
-        columns.push(Column {
-            name: c.label.clone(),
-            unit: col_unit(c),
-        });
-    }
+    let extra = extra_columns(plan, &mut columns);
     let range = plan.range_secs as f64;
     let mut rows: Vec<((ExporterId, u32), f64, Vec<J>)> = map
         .iter()
