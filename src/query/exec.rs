@@ -941,28 +941,19 @@ impl Scan<'_> {
                     continue;
                 };
                 let fh = flow_hash(sh, dh, r.port, r.proto);
-                if listing {
+                // one group for the row, found directly where the key allows it
+                let single: Option<u32> = if listing {
                     let k = [
                         KeyVal::Ip(sh),
                         KeyVal::Ip(dh),
                         KeyVal::Num((u64::from(r.port) << 8) | u64::from(r.proto)),
                         KeyVal::Null,
                     ];
-                    let gi = self.group(&mut g, &k, max_groups)?;
-                    self.add(
-                        &mut g.accs[gi as usize],
-                        r,
-                        c,
-                        fh,
-                        &series_idx,
-                        peak_idx,
-                        true,
-                    );
-                    continue;
-                }
-                if by_port || by_proto {
+                    Some(self.group(&mut g, &k, max_groups)?)
+                } else if by_port || by_proto {
+                    // grouping by port or protocol alone: the value indexes the group
                     let v = if by_port { r.port } else { u16::from(r.proto) };
-                    let gi = match val_group[usize::from(v)] {
+                    match val_group[usize::from(v)] {
                         u32::MAX => {
                             let k = [
                                 KeyVal::Num(u64::from(v)),
@@ -972,25 +963,15 @@ impl Scan<'_> {
                             ];
                             let gi = self.group(&mut g, &k, max_groups)?;
                             val_group[usize::from(v)] = gi;
-                            gi
+                            Some(gi)
                         }
-                        gi => gi,
-                    };
-                    self.add(
-                        &mut g.accs[gi as usize],
-                        r,
-                        c,
-                        fh,
-                        &series_idx,
-                        peak_idx,
-                        false,
-                    );
-                    continue;
-                }
-                if let Some(end) = cached_end {
+                        gi => Some(gi),
+                    }
+                } else if let Some(end) = cached_end {
+                    // grouping by one end's attribute: resolved once per chunk endpoint
                     let ei = if end == End::Source { r.src } else { r.dst } as usize;
-                    let gi = match b.ep_group.get(ei).copied() {
-                        Some(gi) if gi != u32::MAX => gi,
+                    match b.ep_group.get(ei).copied() {
+                        Some(gi) if gi != u32::MAX => Some(gi),
                         Some(_) => {
                             let kv = match (plan.group.first(), c.endpoints.get(ei)) {
                                 (Some(Dim::Ep(_, at)), Some(e)) => ep_key(*at, e),
@@ -999,10 +980,14 @@ impl Scan<'_> {
                             let k = [kv, KeyVal::Null, KeyVal::Null, KeyVal::Null];
                             let gi = self.group(&mut g, &k, max_groups)?;
                             b.ep_group[ei] = gi;
-                            gi
+                            Some(gi)
                         }
                         None => continue,
-                    };
+                    }
+                } else {
+                    None
+                };
+                if let Some(gi) = single {
                     self.add(
                         &mut g.accs[gi as usize],
                         r,
@@ -1010,7 +995,7 @@ impl Scan<'_> {
                         fh,
                         &series_idx,
                         peak_idx,
-                        false,
+                        listing,
                     );
                     continue;
                 }
