@@ -66,6 +66,17 @@ fn ip(i: u8) -> IpAddr {
 
 /// One record of a session as a shard receives it.
 fn flow_in(s: &Session, rec: (u16, bool, u32, u16), first: bool, t: &Tables) -> FlowIn {
+    flow_in_at(s, rec, first, t, NOW_MS - 3 * 3_600_000)
+}
+
+/// The same, with the session start relative to `base_ms`.
+fn flow_in_at(
+    s: &Session,
+    rec: (u16, bool, u32, u16),
+    first: bool,
+    t: &Tables,
+    base_ms: i64,
+) -> FlowIn {
     let (off, fwd, bytes, packets) = rec;
     // the first record is the client's SYN so the client is known for sure
     let fwd = fwd || first;
@@ -74,7 +85,7 @@ fn flow_in(s: &Session, rec: (u16, bool, u32, u16), first: bool, t: &Tables) -> 
     } else {
         (ip(s.server), s.sport, ip(s.client), s.cport)
     };
-    let start_ms = NOW_MS - 3 * 3_600_000 + i64::from(s.start + u32::from(off)) * 1000;
+    let start_ms = base_ms + i64::from(s.start + u32::from(off)) * 1000;
     let mut r = FlowRecord::empty(
         ExporterId::new(format!("192.0.2.{}", s.exporter + 1).parse().unwrap(), 0),
         10,
@@ -256,4 +267,169 @@ fn overflow_row_keeps_totals_exact() {
         naive.values().any(|t| t.flows > 2),
         "the cap must be exceeded"
     );
+}
+
+/// What queries read while buckets are open: coarse buckets are fed by the finest ones as
+/// those close, so every resolution must answer the same totals (as `StoreView::chunks`
+/// returns them) with everything open, after the finest buckets closed into the coarse
+/// ones, and with new records pending in an open finest bucket again.
+#[test]
+fn open_buckets_answer_at_every_resolution() {
+    let hour = NOW_MS.div_euclid(3_600_000) * 3_600_000;
+    let base = hour + 10 * 60_000;
+    let now = hour + 35 * 60_000;
+    let sessions: Vec<Session> = (0..150)
+        .map(|i| Session {
+            client: (i % 12) as u8,
+            server: ((i / 12) % 12) as u8 ^ 1,
+            cport: 40_000 + (i % 30) as u16,
+            sport: [22, 443, 53][i % 3],
+            proto: if i % 3 == 2 { 17 } else { 6 },
+            exporter: (i % 2) as u8,
+            records: vec![
+                (0, true, 1000 + i as u32, 3),
+                (90, false, 500, 2),
+                (200, true, 7, 1),
+            ],
+            start: (i * 7 % 1200) as u32,
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let sessions: Vec<Session> = sessions
+        .into_iter()
+        .filter(|s| {
+            let a = (s.client, s.cport);
+            let b = (s.server, s.sport);
+            seen.insert((a.min(b), a.max(b), s.proto))
+        })
+        .collect();
+    let t = Tables::build(Inventory::empty(), 1);
+    let mut recs: Vec<(i64, usize, FlowIn)> = Vec::new();
+    for (si, s) in sessions.iter().enumerate() {
+        for (k, r) in s.records.iter().enumerate() {
+            let f = flow_in_at(s, *r, k == 0, &t, base);
+            recs.push((f.start_ms, si, f));
+        }
+    }
+    recs.sort_by_key(|r| (r.0, r.1));
+    // a last record in the current minute, ingested after the finest buckets closed
+    let late_ms = now + 85_000;
+    let late = {
+        let s = &sessions[0];
+        let mut f = flow_in_at(s, (0, true, 4242, 4), false, &t, base);
+        f.start_ms = late_ms;
+        f.end_ms = late_ms + 100;
+        f
+    };
+
+    let naive = |recs: &[(i64, usize, FlowIn)]| -> PerBucket {
+        let mut tot: PerBucket = BTreeMap::new();
+        let mut keys: FlowKeys = HashMap::new();
+        let mut seen_session = BTreeSet::new();
+        for (ms, si, f) in recs {
+            let s = &sessions[*si];
+            let new_session = seen_session.insert(*si);
+            for res in [60u32, 300, 3600] {
+                let b = (ms / 1000).div_euclid(i64::from(res)) * i64::from(res);
+                let e = tot.entry((res, b)).or_default();
+                e.bytes += f.bytes;
+                e.packets += f.packets;
+                e.sessions += u64::from(new_session);
+                keys.entry((res, b)).or_default().insert((
+                    ip(s.client),
+                    ip(s.server),
+                    s.sport,
+                    s.proto,
+                    s.exporter,
+                ));
+            }
+        }
+        for (k, v) in keys {
+            if let Some(e) = tot.get_mut(&k) {
+                e.flows = v.len() as u64;
+            }
+        }
+        tot
+    };
+    // totals per (resolution, bucket) from what a query at that resolution reads;
+    // flows are distinct (client, server, port, proto, exporter) across chunks
+    let read = |store: &Store| -> PerBucket {
+        let view = store.view();
+        let mut tot: PerBucket = BTreeMap::new();
+        let mut keys: HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, IpAddr)>> =
+            HashMap::new();
+        for res in [60u32, 300, 3600] {
+            for c in view.chunks(res, 0, i64::MAX) {
+                let b = c.start.div_euclid(i64::from(res)) * i64::from(res);
+                assert!(c.overflow.is_empty());
+                let e = tot.entry((res, b)).or_default();
+                let (_, bytes, packets, sessions) = c.totals();
+                e.bytes += bytes;
+                e.packets += packets;
+                e.sessions += sessions;
+                for r in &c.rows {
+                    keys.entry((res, b)).or_default().insert((
+                        c.endpoints[r.src as usize].ip,
+                        c.endpoints[r.dst as usize].ip,
+                        r.port,
+                        r.proto,
+                        c.obs[r.obs as usize].exporter.ip,
+                    ));
+                }
+            }
+        }
+        for (k, v) in keys {
+            if let Some(e) = tot.get_mut(&k) {
+                e.flows = v.len() as u64;
+            }
+        }
+        tot
+    };
+
+    let store = Store::new(None, resolutions(100_000), 1, 0);
+    let mut sh = Shard::new(
+        0,
+        store.clone(),
+        FoldLimits {
+            max_sessions: 1_000_000,
+            idle_ms: 86_400_000,
+        },
+        Arc::new(ShardMetrics::default()),
+        Arc::new(FoldMetrics::default()),
+    );
+    let flows: Vec<FlowIn> = recs.iter().map(|r| r.2).collect();
+    sh.ingest(&flows, now);
+    // everything open
+    sh.tick_and_commit(now + 1_000);
+    let view = store.view();
+    assert!(view.closed.iter().all(|i| i.buckets.is_empty()));
+    assert_eq!(read(&store), naive(&recs));
+    // the finest buckets closed into the coarse ones, which stay open a moment (a
+    // bucket first opened by a merge lingers like one reopened by late records)
+    sh.tick_and_commit(now + 80_000);
+    let closed = |res: u32| {
+        store
+            .view()
+            .closed
+            .iter()
+            .find(|i| i.res == res)
+            .map_or(0, |i| i.buckets.len())
+    };
+    assert!(closed(60) >= 20, "finest buckets closed: {}", closed(60));
+    assert_eq!((closed(300), closed(3600)), (0, 0));
+    assert_eq!(read(&store), naive(&recs));
+    // then the 5-minute buckets close; the hour stays open
+    sh.tick_and_commit(now + 84_000);
+    assert!(closed(300) >= 4, "5-minute buckets closed: {}", closed(300));
+    assert_eq!(closed(3600), 0);
+    assert_eq!(read(&store), naive(&recs));
+    // a new record pending in an open finest bucket of the same hour
+    sh.ingest(&[late], late_ms + 1_000);
+    sh.tick_and_commit(late_ms + 2_000);
+    let mut all = recs.clone();
+    all.push((late_ms, 0, late));
+    assert_eq!(read(&store), naive(&all));
+    // and after the final flush, from closed chunks only
+    sh.commit_final();
+    assert_eq!(read(&store), naive(&all));
 }

@@ -121,9 +121,12 @@ impl Folder {
         self.len() == 0
     }
 
+    /// The current generation becomes the old one; the old one's table (cleared, its
+    /// allocation kept) becomes the current one, so a steady load does not reallocate.
     fn rotate(&mut self, m: &FoldMetrics) {
         m.evicted.add(self.prev.len() as u64);
-        self.prev = std::mem::take(&mut self.cur);
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        self.cur.clear();
     }
 
     /// Drops the old generation when the current one is older than the idle timeout.
@@ -182,12 +185,13 @@ impl Folder {
             m.forced_rotations.inc();
             self.rotate(m);
         }
-        let mut existing = self.cur.get(&key).copied();
-        if existing.is_none()
-            && let Some(old) = self.prev.remove(&key)
-        {
-            existing = Some(old);
-        }
+        // one hash of the key in the current generation (lookup and insert), a second
+        // one in the old generation only for sessions not seen in this one
+        let slot = self.cur.entry(key);
+        let existing = match &slot {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(_) => self.prev.remove(&key),
+        };
         let mut new_session = false;
         let mut st = match existing {
             Some(st) if flow_ms - st.last_ms <= self.limits.idle_ms => st,
@@ -239,7 +243,14 @@ impl Folder {
         if new_session {
             m.sessions_new.inc();
         }
-        self.cur.insert(key, st);
+        match slot {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.insert(st);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(st);
+            }
+        }
         Folded {
             src_is_client: st.client_is_lo == src_is_lo,
             new_session,

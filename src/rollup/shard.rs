@@ -3,15 +3,13 @@
 //! thread; nothing here takes a lock per flow.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::chunk::{Chunk, ChunkBuilder, IfaceRow, ObsPoint, Overflow, Row};
 use super::store::Store;
 use super::{FlowIn, ResolutionConfig, ShardMetrics};
-use crate::enrich::Endpoint;
 use crate::enrich::classify;
 use crate::enrich::fold::{FoldLimits, FoldMetrics, Folder};
 use crate::model::ip_to_u128;
@@ -35,34 +33,30 @@ struct RowKey {
     obs: u32,
 }
 
-struct OpenRow {
-    src: Endpoint,
-    dst: Endpoint,
-    outer: Option<Box<(Endpoint, Endpoint)>>,
-    src_bytes: u64,
-    dst_bytes: u64,
-    packets: u64,
-    sessions: u32,
-    first_s: i64,
-    last_s: i64,
-    tags: u32,
-    rule: u32,
-}
-
 #[derive(Default, Clone, Copy)]
 struct IfaceAcc {
     bytes: u64,
     packets: u64,
 }
 
+/// An open bucket keeps its rows in chunk form: endpoints and observation points are
+/// interned once, when a row is created, so publishing a snapshot is a copy and not a
+/// rebuild (a minute of a busy shard is published sixty times).
 struct OpenBucket {
     start: i64,
     seq: u64,
     closes_at_ms: i64,
     opened_ms: i64,
-    rows: FxHashMap<RowKey, OpenRow>,
+    index: FxHashMap<RowKey, u32>,
+    rows: Vec<Row>,
+    cb: ChunkBuilder,
+    /// shard observation id -> index in `cb.chunk_obs`
+    obs_at: FxHashMap<u32, u32>,
+    /// (row, outer source, outer destination) for overlay rows, by row
+    outer: Vec<(u32, u32, u32)>,
     overflow: Overflow,
-    overflow_keys: FxHashSet<u64>,
+    /// Flows in the overflow (a key is either a row or here, never both).
+    overflow_keys: FxHashSet<RowKey>,
     /// per (flow-direction) observation-point id: traffic as recorded [in client ->
     /// server direction, in server -> client direction] (for switch ports)
     ifaces: FxHashMap<u32, [IfaceAcc; 2]>,
@@ -71,12 +65,153 @@ struct OpenBucket {
     /// and when it was built.
     published: Option<Arc<Chunk>>,
     changed: bool,
+    /// A closed finer bucket was merged in: publish at the next tick whatever the
+    /// coarse publishing interval says (the finer bucket left the open snapshot).
+    merged: bool,
     published_ms: i64,
 }
 
+/// What a record or a merged row adds to a row.
+fn accumulate(r: &mut Row, a: &Row) {
+    r.src_bytes = r.src_bytes.saturating_add(a.src_bytes);
+    r.dst_bytes = r.dst_bytes.saturating_add(a.dst_bytes);
+    r.packets = r.packets.saturating_add(a.packets);
+    r.sessions = r.sessions.saturating_add(a.sessions);
+    r.first = r.first.min(a.first);
+    r.last = r.last.max(a.last);
+    r.tags |= a.tags;
+    if a.rule != 0 {
+        r.rule = a.rule;
+    }
+}
+
+/// Seconds relative to a bucket start, as a row stores them.
+fn rel(t: i64, start: i64) -> u16 {
+    (t - start).clamp(0, i64::from(u16::MAX)) as u16
+}
+
+impl OpenBucket {
+    fn new(start: i64, seq: u64, closes_at_ms: i64, now_ms: i64) -> Self {
+        Self {
+            start,
+            seq,
+            closes_at_ms,
+            opened_ms: now_ms,
+            index: FxHashMap::default(),
+            rows: Vec::new(),
+            cb: ChunkBuilder::default(),
+            obs_at: FxHashMap::default(),
+            outer: Vec::new(),
+            overflow: Overflow {
+                flows_exact: true,
+                ..Default::default()
+            },
+            overflow_keys: FxHashSet::default(),
+            ifaces: FxHashMap::default(),
+            covers: Vec::new(),
+            published: None,
+            changed: true,
+            merged: false,
+            published_ms: 0,
+        }
+    }
+
+    /// The chunk index of shard observation point `id`.
+    fn obs_index(&mut self, id: u32, obs_list: &[ObsPoint]) -> u32 {
+        if let Some(&i) = self.obs_at.get(&id) {
+            return i;
+        }
+        let o = obs_list
+            .get(id as usize)
+            .copied()
+            .unwrap_or_else(unknown_obs);
+        let i = self.cb.obs(&o);
+        self.obs_at.insert(id, i);
+        i
+    }
+
+    fn add_overflow(&mut self, key: &RowKey, a: &Row) {
+        let o = &mut self.overflow;
+        o.src_bytes = o.src_bytes.saturating_add(a.src_bytes);
+        o.dst_bytes = o.dst_bytes.saturating_add(a.dst_bytes);
+        o.packets = o.packets.saturating_add(a.packets);
+        o.sessions += u64::from(a.sessions);
+        self.count_overflow_flow(key);
+    }
+
+    fn count_overflow_flow(&mut self, key: &RowKey) {
+        if self.overflow_keys.len() < OVERFLOW_TRACK {
+            if self.overflow_keys.insert(*key) {
+                self.overflow.flows += 1;
+            }
+        } else if !self.overflow_keys.contains(key) {
+            self.overflow.flows_exact = false;
+        }
+    }
+
+    /// Adds `a` to the row of `key`, creating it (with endpoints from `ends`) below the
+    /// cap, else to the overflow. Returns false when it went to the overflow.
+    fn upsert(
+        &mut self,
+        key: RowKey,
+        cap: usize,
+        a: &Row,
+        obs_list: &[ObsPoint],
+        ends: impl FnOnce(&mut ChunkBuilder) -> (u32, u32, Option<(u32, u32)>, u32),
+    ) -> bool {
+        use std::collections::hash_map::Entry;
+        let n = self.rows.len();
+        match self.index.entry(key) {
+            Entry::Occupied(e) => {
+                if let Some(r) = self.rows.get_mut(*e.get() as usize) {
+                    accumulate(r, a);
+                }
+                true
+            }
+            // a flow merged into the overflow earlier (from a finer bucket) stays there
+            Entry::Vacant(e)
+                if n < cap
+                    && (self.overflow_keys.is_empty() || !self.overflow_keys.contains(&key)) =>
+            {
+                e.insert(n as u32);
+                let (src, dst, outer, tags) = ends(&mut self.cb);
+                let obs = self.obs_index(key.obs, obs_list);
+                if let Some((os, od)) = outer {
+                    self.outer.push((n as u32, os, od));
+                }
+                self.rows.push(Row {
+                    src,
+                    dst,
+                    obs,
+                    tags,
+                    port: key.port,
+                    proto: key.proto,
+                    ..*a
+                });
+                true
+            }
+            Entry::Vacant(_) => {
+                self.add_overflow(&key, a);
+                false
+            }
+        }
+    }
+}
+
+fn unknown_obs() -> ObsPoint {
+    ObsPoint {
+        exporter: crate::model::ExporterId::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            0,
+        ),
+        in_if: 0,
+        out_if: 0,
+    }
+}
+
 /// Coarse open buckets (every level but the finest) are re-published at most this
-/// often: rebuilding an hour's rows every second would cost more than ingesting them.
-/// With the one-second tick, a record is still visible within five seconds.
+/// often when records reach them directly (history older than the finest retention);
+/// a merged finer bucket publishes them at the next tick.
 const COARSE_PUBLISH_MS: i64 = 3_500;
 
 struct Level {
@@ -92,16 +227,36 @@ pub struct Shard {
     obs_list: Vec<ObsPoint>,
     /// observation ids that are switch ports
     obs_switch: Vec<bool>,
+    /// the last observation point looked up (records of a datagram share it)
+    obs_last: Option<(ObsPoint, u32)>,
     store: Arc<Store>,
     pub metrics: Arc<ShardMetrics>,
     pub fold_metrics: Arc<FoldMetrics>,
     dirty: bool,
+    /// The latest wall-clock time given by `ingest` or `tick` (retention at the final
+    /// flush is judged by it).
+    now_ms: i64,
 }
 
-fn key_hash(k: &RowKey) -> u64 {
-    let mut h = FxHasher::default();
-    k.hash(&mut h);
-    h.finish()
+/// The open bucket starting at `b` of a level, opened if needed.
+fn open_bucket<'a>(
+    level: &'a mut Level,
+    b: i64,
+    now_ms: i64,
+    store: &Store,
+    close_after_s: i64,
+) -> &'a mut OpenBucket {
+    let res = i64::from(level.cfg.seconds);
+    let grace = level.cfg.grace_secs.max(close_after_s);
+    level.open.entry(b).or_insert_with(|| {
+        let due = (b + res + grace) * 1000;
+        OpenBucket::new(
+            b,
+            store.next_seq(),
+            due.max(now_ms + LATE_LINGER_MS),
+            now_ms,
+        )
+    })
 }
 
 impl Shard {
@@ -127,24 +282,33 @@ impl Shard {
             obs_ids: FxHashMap::default(),
             obs_list: vec![],
             obs_switch: vec![],
+            obs_last: None,
             store,
             metrics,
             fold_metrics,
             dirty: false,
+            now_ms: 0,
         }
     }
 
     fn obs_id(&mut self, o: &ObsPoint, switch_port: bool) -> u32 {
-        if let Some(&i) = self.obs_ids.get(o) {
-            return i;
+        if let Some((last, i)) = &self.obs_last
+            && last == o
+        {
+            return *i;
         }
-        if self.obs_list.len() >= MAX_OBS {
-            return 0;
-        }
-        let i = self.obs_list.len() as u32;
-        self.obs_list.push(*o);
-        self.obs_switch.push(switch_port);
-        self.obs_ids.insert(*o, i);
+        let i = if let Some(&i) = self.obs_ids.get(o) {
+            i
+        } else if self.obs_list.len() >= MAX_OBS {
+            0
+        } else {
+            let i = self.obs_list.len() as u32;
+            self.obs_list.push(*o);
+            self.obs_switch.push(switch_port);
+            self.obs_ids.insert(*o, i);
+            i
+        };
+        self.obs_last = Some((*o, i));
         i
     }
 
@@ -157,9 +321,21 @@ impl Shard {
         self.levels.iter().map(|l| l.open.len()).sum()
     }
 
+    /// Grace of the finest level: a coarse bucket stays open until its last finer
+    /// bucket closed and merged into it.
+    fn fine_grace(&self) -> i64 {
+        self.levels.first().map_or(0, |l| l.cfg.grace_secs)
+    }
+
     /// Folds and accumulates a batch of flows. `now_ms` is wall-clock time.
+    ///
+    /// A record within the finest level's retention is accumulated there only; coarse
+    /// levels receive the finest buckets as they close ([`Self::cascade`]). Older
+    /// records (history) go directly to every coarse level that still keeps them.
     pub fn ingest(&mut self, flows: &[FlowIn], now_ms: i64) {
+        self.now_ms = self.now_ms.max(now_ms);
         let now_s = now_ms.div_euclid(1000);
+        let fine_grace = self.fine_grace();
         for f in flows {
             self.metrics.records.inc();
             let start_s = f.start_ms.div_euclid(1000);
@@ -210,7 +386,6 @@ impl Shard {
                 server_port
             };
             let packets = f.packets.saturating_add(f.rev_packets);
-            let tags = classify::tags(client, server);
             // The row's observation point is expressed in the client -> server direction,
             // so a reply (which enters where the request left) joins its request's row.
             let obs_dir = if fo.src_is_client {
@@ -233,42 +408,29 @@ impl Shard {
             };
             let end_s = f.end_ms.div_euclid(1000).max(start_s);
             let all_bytes = f.bytes.saturating_add(f.rev_bytes);
-            let mut fine_seq = None;
+            let fine = self
+                .levels
+                .first()
+                .is_some_and(|l| start_s >= now_s - l.cfg.retention_secs);
+            let mut add = Row {
+                src_bytes: cb,
+                dst_bytes: sb,
+                packets,
+                sessions: u32::from(fo.new_session),
+                rule: f.rule,
+                ..Default::default()
+            };
+            let obs_list = &self.obs_list;
             for (li, level) in self.levels.iter_mut().enumerate() {
-                if start_s < now_s - level.cfg.retention_secs {
+                if fine != (li == 0) || start_s < now_s - level.cfg.retention_secs {
                     continue;
                 }
                 let res = i64::from(level.cfg.seconds);
                 let b = start_s.div_euclid(res) * res;
-                let store = &self.store;
-                let bucket = level.open.entry(b).or_insert_with(|| {
-                    let due = (b + res + level.cfg.grace_secs) * 1000;
-                    OpenBucket {
-                        start: b,
-                        seq: store.next_seq(),
-                        closes_at_ms: due.max(now_ms + LATE_LINGER_MS),
-                        opened_ms: now_ms,
-                        rows: FxHashMap::default(),
-                        overflow: Overflow {
-                            flows_exact: true,
-                            ..Default::default()
-                        },
-                        overflow_keys: FxHashSet::default(),
-                        ifaces: FxHashMap::default(),
-                        covers: Vec::new(),
-                        published: None,
-                        changed: true,
-                        published_ms: 0,
-                    }
-                });
+                let cap = level.cfg.max_rows;
+                let close_after = if li == 0 { 0 } else { fine_grace };
+                let bucket = open_bucket(level, b, now_ms, &self.store, close_after);
                 bucket.changed = true;
-                if li == 0 {
-                    fine_seq = Some(bucket.seq);
-                } else if let Some(s) = fine_seq
-                    && bucket.covers.last() != Some(&s)
-                {
-                    bucket.covers.push(s);
-                }
                 if f.switch_port {
                     let acc = &mut bucket.ifaces.entry(obs_id).or_default()[reply];
                     acc.bytes = acc.bytes.saturating_add(all_bytes);
@@ -277,47 +439,17 @@ impl Shard {
                 if fo.duplicate {
                     continue;
                 }
-                let sessions = u32::from(fo.new_session);
-                if let Some(r) = bucket.rows.get_mut(&key) {
-                    r.src_bytes = r.src_bytes.saturating_add(cb);
-                    r.dst_bytes = r.dst_bytes.saturating_add(sb);
-                    r.packets = r.packets.saturating_add(packets);
-                    r.sessions = r.sessions.saturating_add(sessions);
-                    r.first_s = r.first_s.min(start_s);
-                    r.last_s = r.last_s.max(end_s);
-                    if f.rule != 0 {
-                        r.rule = f.rule;
-                    }
-                } else if bucket.rows.len() < level.cfg.max_rows {
-                    bucket.rows.insert(
-                        key,
-                        OpenRow {
-                            src: *client,
-                            dst: *server,
-                            outer: outer.map(Box::new),
-                            src_bytes: cb,
-                            dst_bytes: sb,
-                            packets,
-                            sessions,
-                            first_s: start_s,
-                            last_s: end_s,
-                            tags,
-                            rule: f.rule,
-                        },
-                    );
-                } else {
-                    let o = &mut bucket.overflow;
-                    o.src_bytes = o.src_bytes.saturating_add(cb);
-                    o.dst_bytes = o.dst_bytes.saturating_add(sb);
-                    o.packets = o.packets.saturating_add(packets);
-                    o.sessions += u64::from(sessions);
-                    if bucket.overflow_keys.len() < OVERFLOW_TRACK {
-                        if bucket.overflow_keys.insert(key_hash(&key)) {
-                            o.flows += 1;
-                        }
-                    } else if !bucket.overflow_keys.contains(&key_hash(&key)) {
-                        o.flows_exact = false;
-                    }
+                add.first = rel(start_s, b);
+                add.last = rel(end_s, b);
+                let stored = bucket.upsert(key, cap, &add, obs_list, |cbd| {
+                    (
+                        cbd.endpoint(client),
+                        cbd.endpoint(server),
+                        outer.map(|(os, od)| (cbd.endpoint(&os), cbd.endpoint(&od))),
+                        classify::tags(client, server),
+                    )
+                });
+                if !stored {
                     self.metrics.overflow_records.inc();
                 }
             }
@@ -329,58 +461,121 @@ impl Shard {
         self.levels.first().map_or(300, |l| l.cfg.max_future_secs)
     }
 
+    /// Merges a closed finest-level bucket into the open buckets of every coarse level
+    /// that keeps its time (rows by key, the overflow with its distinct-flow set, and
+    /// the switch-port totals).
+    fn cascade(&mut self, fine: &OpenBucket, now_ms: i64) {
+        let now_s = now_ms.div_euclid(1000);
+        let fine_grace = self.fine_grace();
+        let obs_list = &self.obs_list;
+        for level in self.levels.iter_mut().skip(1) {
+            if fine.start < now_s - level.cfg.retention_secs {
+                continue;
+            }
+            let res = i64::from(level.cfg.seconds);
+            let b = fine.start.div_euclid(res) * res;
+            let cap = level.cfg.max_rows;
+            let bucket = open_bucket(level, b, now_ms, &self.store, fine_grace);
+            bucket.changed = true;
+            bucket.merged = true;
+            bucket.covers.push(fine.seq);
+            let off = fine.start - b;
+            // fine endpoint index -> this bucket's (u32::MAX: not yet interned)
+            let mut ep_at = vec![u32::MAX; fine.cb.chunk_endpoints.len()];
+            let mut ep = |cbd: &mut ChunkBuilder, i: u32| -> u32 {
+                let Some(slot) = ep_at.get_mut(i as usize) else {
+                    return cbd.endpoint(&super::chunk::unknown_endpoint());
+                };
+                if *slot == u32::MAX {
+                    *slot = match fine.cb.chunk_endpoints.get(i as usize) {
+                        Some(e) => cbd.endpoint(e),
+                        None => cbd.endpoint(&super::chunk::unknown_endpoint()),
+                    };
+                }
+                *slot
+            };
+            for (key, &ri) in &fine.index {
+                let Some(r) = fine.rows.get(ri as usize) else {
+                    continue;
+                };
+                let mut add = *r;
+                add.first = rel(i64::from(r.first) + off, 0);
+                add.last = rel(i64::from(r.last) + off, 0);
+                let outer = fine
+                    .outer
+                    .binary_search_by_key(&ri, |o| o.0)
+                    .ok()
+                    .and_then(|k| fine.outer.get(k))
+                    .map(|o| (o.1, o.2));
+                bucket.upsert(*key, cap, &add, obs_list, |cbd| {
+                    (
+                        ep(cbd, r.src),
+                        ep(cbd, r.dst),
+                        outer.map(|(os, od)| (ep(cbd, os), ep(cbd, od))),
+                        r.tags,
+                    )
+                });
+            }
+            let o = &fine.overflow;
+            let t = &mut bucket.overflow;
+            t.src_bytes = t.src_bytes.saturating_add(o.src_bytes);
+            t.dst_bytes = t.dst_bytes.saturating_add(o.dst_bytes);
+            t.packets = t.packets.saturating_add(o.packets);
+            t.sessions = t.sessions.saturating_add(o.sessions);
+            if !o.flows_exact {
+                t.flows_exact = false;
+            }
+            for k in &fine.overflow_keys {
+                // a flow with a row here is counted by its row (its overflowed traffic
+                // is in the overflow totals)
+                if !bucket.index.contains_key(k) {
+                    bucket.count_overflow_flow(k);
+                }
+            }
+            for (&id, accs) in &fine.ifaces {
+                let t = bucket.ifaces.entry(id).or_default();
+                for (t, a) in t.iter_mut().zip(accs) {
+                    t.bytes = t.bytes.saturating_add(a.bytes);
+                    t.packets = t.packets.saturating_add(a.packets);
+                }
+            }
+        }
+    }
+
     /// Builds the chunk of a bucket. Closed chunks get a deterministic row order (by
     /// bytes, then key: the same data gives the same file); snapshots of open buckets,
-    /// rebuilt often and never stored, keep the table's order.
+    /// published often and never stored, keep the insertion order.
     fn build(&self, res: u32, b: &OpenBucket, sorted: bool) -> Chunk {
-        let mut cb = ChunkBuilder::default();
-        let mut rows = Vec::with_capacity(b.rows.len());
-        let mut outer_rows = Vec::new();
-        let mut order: Vec<(&RowKey, &OpenRow)> = b.rows.iter().collect();
-        if sorted {
-            order.sort_unstable_by(|a, b| {
-                (b.1.src_bytes + b.1.dst_bytes)
-                    .cmp(&(a.1.src_bytes + a.1.dst_bytes))
-                    .then_with(|| {
-                        (a.0.client, a.0.server, a.0.port, a.0.proto, a.0.obs)
-                            .cmp(&(b.0.client, b.0.server, b.0.port, b.0.proto, b.0.obs))
-                    })
+        let (rows, outer) = if sorted {
+            let ep_ip = |i: u32| b.cb.chunk_endpoints.get(i as usize).map(|e| e.ip);
+            let mut order: Vec<u32> = (0..b.rows.len() as u32).collect();
+            order.sort_unstable_by(|&x, &y| {
+                let (a, c) = (&b.rows[x as usize], &b.rows[y as usize]);
+                c.bytes().cmp(&a.bytes()).then_with(|| {
+                    (ep_ip(a.src), ep_ip(a.dst), a.port, a.proto, a.obs).cmp(&(
+                        ep_ip(c.src),
+                        ep_ip(c.dst),
+                        c.port,
+                        c.proto,
+                        c.obs,
+                    ))
+                })
             });
-        }
-        for (k, r) in order {
-            let obs = self
-                .obs_list
-                .get(k.obs as usize)
-                .copied()
-                .unwrap_or(ObsPoint {
-                    exporter: crate::model::ExporterId::new(
-                        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                        0,
-                    ),
-                    in_if: 0,
-                    out_if: 0,
-                });
-            let row = Row {
-                src_bytes: r.src_bytes,
-                dst_bytes: r.dst_bytes,
-                packets: r.packets,
-                sessions: r.sessions,
-                src: cb.endpoint(&r.src),
-                dst: cb.endpoint(&r.dst),
-                obs: cb.obs(&obs),
-                tags: r.tags,
-                rule: r.rule,
-                port: k.port,
-                proto: k.proto,
-                _pad: 0,
-                first: (r.first_s - b.start).clamp(0, i64::from(u16::MAX)) as u16,
-                last: (r.last_s - b.start).clamp(0, i64::from(u16::MAX)) as u16,
-            };
-            if let Some(o) = &r.outer {
-                outer_rows.push((rows.len() as u32, cb.endpoint(&o.0), cb.endpoint(&o.1)));
+            let mut pos = vec![0u32; b.rows.len()];
+            for (new, &old) in order.iter().enumerate() {
+                pos[old as usize] = new as u32;
             }
-            rows.push(row);
-        }
+            let rows: Vec<Row> = order.iter().map(|&i| b.rows[i as usize]).collect();
+            let mut outer: Vec<(u32, u32, u32)> = b
+                .outer
+                .iter()
+                .map(|&(r, s, d)| (pos.get(r as usize).copied().unwrap_or(r), s, d))
+                .collect();
+            outer.sort_unstable();
+            (rows, outer)
+        } else {
+            (b.rows.clone(), b.outer.clone())
+        };
         // switch ports: each observation's traffic counts in on its input interface and
         // out on its output interface
         let mut ifs: FxHashMap<(crate::model::ExporterId, u32), IfaceRow> = FxHashMap::default();
@@ -426,10 +621,10 @@ impl Shard {
             shard: self.id as u16,
             seq: b.seq,
             covers,
-            endpoints: cb.chunk_endpoints,
-            obs: cb.chunk_obs,
+            endpoints: b.cb.chunk_endpoints.clone(),
+            obs: b.cb.chunk_obs.clone(),
             rows,
-            outer: outer_rows,
+            outer,
             ifaces,
             overflow: b.overflow,
         }
@@ -438,6 +633,7 @@ impl Shard {
     /// Closes due buckets and snapshots the open ones. Returns (closed chunks, new
     /// snapshot of open buckets if anything changed).
     pub fn tick(&mut self, now_ms: i64) -> (Vec<Arc<Chunk>>, Option<Vec<Arc<Chunk>>>) {
+        self.now_ms = self.now_ms.max(now_ms);
         self.folder.maintain(now_ms, &self.fold_metrics);
         let mut closed = Vec::new();
         for li in 0..self.levels.len() {
@@ -462,6 +658,9 @@ impl Shard {
             for k in due {
                 if let Some(b) = self.levels[li].open.remove(&k) {
                     closed.push(Arc::new(self.build(res, &b, true)));
+                    if li == 0 {
+                        self.cascade(&b, now_ms);
+                    }
                 }
             }
         }
@@ -486,6 +685,7 @@ impl Shard {
                     continue;
                 };
                 let due = b.published.is_none()
+                    || b.merged
                     || (b.changed && (li == 0 || now_ms - b.published_ms >= COARSE_PUBLISH_MS));
                 let chunk = if due {
                     Arc::new(self.build(res, b, false))
@@ -499,6 +699,7 @@ impl Shard {
                     if due {
                         b.published = Some(chunk.clone());
                         b.changed = false;
+                        b.merged = false;
                         b.published_ms = now_ms;
                     }
                     pending |= b.changed;
@@ -517,8 +718,12 @@ impl Shard {
         for li in 0..self.levels.len() {
             let res = self.levels[li].cfg.seconds;
             let open = std::mem::take(&mut self.levels[li].open);
+            let now_ms = self.now_ms;
             for b in open.values() {
                 closed.push(Arc::new(self.build(res, b, true)));
+                if li == 0 {
+                    self.cascade(b, now_ms);
+                }
             }
         }
         closed

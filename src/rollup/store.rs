@@ -24,14 +24,30 @@ pub struct ResIndex {
 
 /// What queries read: closed chunks per resolution and each shard's snapshot of its
 /// open buckets. Immutable; replaced as a whole.
+///
+/// Coarse buckets are fed by the finest level: a finest bucket merges into them when it
+/// closes (in the same swap that publishes it as closed). Until then its records are
+/// only in the finest level's open chunks, which [`StoreView::chunks`] therefore returns
+/// for coarse resolutions too.
 #[derive(Debug, Clone, Default)]
 pub struct StoreView {
     pub closed: Vec<Arc<ResIndex>>,
     pub open: Vec<Arc<Vec<Arc<Chunk>>>>,
+    /// Bucket size of the finest resolution.
+    pub finest: u32,
+}
+
+/// The start of the bucket of resolution `res` holding a chunk.
+fn bucket_of(c: &Chunk, res: u32) -> i64 {
+    let r = i64::from(res.max(1));
+    c.start.div_euclid(r) * r
 }
 
 impl StoreView {
-    /// Every chunk of resolution `res` whose bucket starts in `[from, to)`.
+    /// Every chunk holding records of a bucket of resolution `res` that starts in
+    /// `[from, to)`: that resolution's closed and open chunks, and for a coarse
+    /// resolution the finest level's open chunks (not merged into it yet). Rows of a
+    /// finest chunk keep their own start; their times fall inside the coarse bucket.
     pub fn chunks(&self, res: u32, from: i64, to: i64) -> Vec<&Arc<Chunk>> {
         let mut v = Vec::new();
         if let Some(idx) = self.closed.iter().find(|i| i.res == res) {
@@ -39,12 +55,14 @@ impl StoreView {
                 v.extend(cs.iter());
             }
         }
+        let pending = res != self.finest;
         for shard in &self.open {
-            v.extend(
-                shard
-                    .iter()
-                    .filter(|c| c.res == res && c.start >= from && c.start < to),
-            );
+            v.extend(shard.iter().filter(|c| {
+                (c.res == res || (pending && c.res == self.finest)) && {
+                    let b = bucket_of(c, res);
+                    b >= from && b < to
+                }
+            }));
         }
         v
     }
@@ -62,9 +80,13 @@ impl StoreView {
             }
         }
         for shard in &self.open {
-            for c in shard.iter().filter(|c| c.res == res) {
-                lo = lo.min(c.start);
-                hi = hi.max(c.end());
+            for c in shard
+                .iter()
+                .filter(|c| c.res == res || c.res == self.finest)
+            {
+                let b = bucket_of(c, res);
+                lo = lo.min(b);
+                hi = hi.max(b + i64::from(res));
             }
         }
         (lo <= hi).then_some((lo, hi))
@@ -148,6 +170,7 @@ impl Store {
                 })
                 .collect(),
             open: (0..shards).map(|_| Arc::new(Vec::new())).collect(),
+            finest: resolutions.first().map_or(60, |r| r.seconds),
         };
         let metrics = Arc::new(StoreMetrics::default());
         let store = Arc::new(Self {
