@@ -131,6 +131,8 @@ fn resolutions(cap: usize) -> Vec<ResolutionConfig> {
 type PerBucket = BTreeMap<(u32, i64), Tot>;
 /// Distinct flow keys (client, server, port, proto, observation) per bucket.
 type FlowKeys = HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, u8)>>;
+/// The same as stored (the exporter by address).
+type StoredKeys = HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, IpAddr)>>;
 
 fn run(sessions: &[Session], cap: usize, shards: usize) -> (PerBucket, PerBucket) {
     // One generated session per 5-tuple (two would be one session to any collector).
@@ -356,8 +358,7 @@ fn open_buckets_answer_at_every_resolution() {
     let read = |store: &Store| -> PerBucket {
         let view = store.view();
         let mut tot: PerBucket = BTreeMap::new();
-        let mut keys: HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, IpAddr)>> =
-            HashMap::new();
+        let mut keys: StoredKeys = HashMap::new();
         for res in [60u32, 300, 3600] {
             for c in view.chunks(res, 0, i64::MAX) {
                 let b = c.start.div_euclid(i64::from(res)) * i64::from(res);
