@@ -43,7 +43,8 @@ pub struct ListenerConfig {
     /// Requested SO_RCVBUF in bytes. The kernel caps it at net.core.rmem_max
     /// (see deploy/sysctl.d/90-nagare.conf).
     pub receive_buffer_bytes: usize,
-    /// Records handed to the pipeline per batch.
+    /// Records handed to the pipeline per batch (a batch also leaves after 50 ms, or
+    /// when the socket goes quiet).
     pub batch_records: usize,
 }
 
@@ -60,7 +61,7 @@ impl Default for ListenerConfig {
             ],
             sockets_per_address: 1,
             receive_buffer_bytes: 32 << 20,
-            batch_records: 1024,
+            batch_records: 4096,
         }
     }
 }
@@ -107,7 +108,7 @@ pub fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<BoundSocket, ListenerErro
     }
     let _ = socket.set_recv_buffer_size(rcvbuf);
     socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
+        .set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     let local = socket
@@ -165,6 +166,13 @@ pub fn kernel_drops() -> std::collections::HashMap<u64, u64> {
 }
 
 const BATCH: usize = 64;
+/// Records decoded but not yet handed to the shards wait at most this long (or until
+/// the receive timeout when the socket goes quiet).
+const FLUSH_MS: i64 = 50;
+/// Datagrams arriving less than this apart mean the exporters are busy...
+const BUSY_GAP_MS: i64 = 2;
+/// ...and the receive thread then naps this long after draining the socket.
+const NAP: Duration = Duration::from_micros(1000);
 const MAX_DGRAM: usize = 65_536;
 
 /// Buffers for `recvmmsg`, set up once per receive thread.
@@ -414,6 +422,8 @@ fn receive_loop(
     let mut got = Vec::with_capacity(BATCH);
     let mut records: Vec<FlowRecord> = Vec::with_capacity(batch_records + 64);
     let m = &b.metrics;
+    let mut pending_since = now_ms();
+    let mut last_data_ms = i64::MIN / 2;
     while !stop.load(Ordering::Relaxed) {
         match rb.recv(fd, &mut got) {
             Ok(()) => {
@@ -428,8 +438,23 @@ fn receive_loop(
                     let len = (*len).min(MAX_DGRAM);
                     let _ = decoder.decode(src.ip(), now, &rb.bufs[i][..len], &mut records);
                 }
-                if records.len() >= batch_records || !records.is_empty() && got.len() < BATCH {
+                // hand over full batches, and whatever waited FLUSH_MS (fewer hand-overs
+                // means fewer shard wake-ups: records become visible at the shards'
+                // one-second tick anyway)
+                if records.is_empty() {
+                    pending_since = now;
+                } else if records.len() >= batch_records || now - pending_since >= FLUSH_MS {
                     sink.ingest(&mut records);
+                    pending_since = now;
+                }
+                // Under load, a drained socket refills within microseconds: waking up
+                // for every datagram costs more than the datagram. Nap briefly so the
+                // next receive takes many at once (the socket buffer holds far more
+                // than a nap's worth of traffic).
+                let busy = now - last_data_ms <= BUSY_GAP_MS;
+                last_data_ms = now;
+                if busy && got.len() < BATCH {
+                    std::thread::sleep(NAP);
                 }
             }
             Err(e) => {

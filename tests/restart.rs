@@ -49,8 +49,10 @@ fn templates_survive_sigterm() {
 
         let d = Daemon::start(&state, &[]);
         d.send(&data);
-        let m = d.wait_metrics(20, "records decoded", |m| {
+        // decoded at once; handed to the pipeline within the listener's batching delay
+        let m = d.wait_metrics(20, "records decoded and enriched", |m| {
             metric_sum(m, "nagare_decode_records_total") >= 20.0
+                && metric_sum(m, "nagare_pipeline_flow_bytes_total") >= 20.0 * 1500.0
         });
         assert_eq!(
             metric_sum(&m, "nagare_decode_records_total"),

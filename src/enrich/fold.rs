@@ -13,15 +13,20 @@
 //! crossed). An observation point is (exporter IP, observation domain, ingress and
 //! egress interface, VMware port attributes, virtualObsID, flow direction).
 //!
-//! **Bounds.** Sessions live in two generations of hash tables: lookups check both,
-//! inserts go to the current one, and the old generation is dropped when the current
-//! one is older than the idle timeout or holds half the session cap. A session idle for
-//! longer than the timeout (by flow time, so back-filled history works too) starts over
-//! as a new session.
+//! **Bounds.** Sessions live in a fixed-size set-associative table sized from the cap:
+//! a session's 64-bit key hash picks a set of [`WAYS`] slots, and the slot keeps the
+//! rest of the hash as its identity (two live sessions sharing 64 hash bits is a
+//! ~1e-13 event per lookup). A new session takes a free slot of its set, else the one
+//! idle longest; taking a slot from a session that was not idle yet is counted
+//! (`capacity_evictions`: raise `max_sessions`). A session idle for longer than the
+//! timeout (by flow time, so back-filled history works too) starts over as a new
+//! session. One lookup touches one set (two cache lines), which
+//! [`Folder::prefetch`] can load ahead of time: at high rates nearly every record is a
+//! miss in a table far larger than the caches.
 
 use std::hash::{Hash, Hasher};
 
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::FxHasher;
 
 use super::classify::{Initiator, decide};
 use crate::model::{FlowRecord, ip_to_u128};
@@ -43,30 +48,35 @@ impl Default for FoldLimits {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct SessionKey {
-    lo: u128,
-    hi: u128,
-    lo_port: u16,
-    hi_port: u16,
-    proto: u8,
-}
+/// Slots per set.
+pub const WAYS: usize = 4;
 
-#[derive(Debug, Clone, Copy)]
-struct Session {
-    client_is_lo: bool,
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// key hash (0 = free slot)
+    id: u64,
+    last_ms: i64,
     /// Observation point owning each direction (lo -> hi, hi -> lo); 0 = none yet.
     owner_up: u32,
     owner_down: u32,
-    last_ms: i64,
+}
+
+/// One set: its slots and, per slot, whether the lower (address, port) end is the
+/// client. 128 bytes, two cache lines.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Set {
+    slots: [Slot; WAYS],
 }
 
 #[derive(Default)]
 pub struct FoldMetrics {
     pub sessions_new: Counter,
     pub duplicates: Counter,
+    /// Sessions whose slot was taken by a new session (idle or not).
     pub evicted: Counter,
-    pub forced_rotations: Counter,
+    /// Of those, sessions that were not idle yet (the table is too small).
+    pub capacity_evictions: Counter,
     pub restarted_idle: Counter,
 }
 
@@ -83,9 +93,10 @@ pub struct Folded {
 
 /// A shard's session table.
 pub struct Folder {
-    cur: FxHashMap<SessionKey, Session>,
-    prev: FxHashMap<SessionKey, Session>,
-    rotated_at_ms: i64,
+    sets: Vec<Set>,
+    /// per slot (set * WAYS + way): the lower end is the client
+    client_is_lo: Vec<bool>,
+    used: usize,
     limits: FoldLimits,
 }
 
@@ -103,39 +114,96 @@ pub fn observation_point(r: &FlowRecord) -> u32 {
     (h.finish() as u32).max(1)
 }
 
+/// A session's ends in canonical order: (lower address, its port, higher address, its
+/// port, whether the source is the lower end). ICMP sessions have no ports (type/code
+/// is not a session key part, the echo id is unknown: one session per address pair).
+fn canonical(
+    src: std::net::IpAddr,
+    src_port: u16,
+    dst: std::net::IpAddr,
+    dst_port: u16,
+    proto: u8,
+) -> (u128, u16, u128, u16, bool) {
+    let (s, d) = (ip_to_u128(src), ip_to_u128(dst));
+    let (sp, dp) = if proto == 1 || proto == 58 {
+        (0, 0)
+    } else {
+        (src_port, dst_port)
+    };
+    if (s, sp) <= (d, dp) {
+        (s, sp, d, dp, true)
+    } else {
+        (d, dp, s, sp, false)
+    }
+}
+
+/// The 64-bit hash identifying a session (either direction gives the same), never 0.
+pub fn session_hash(
+    src: std::net::IpAddr,
+    src_port: u16,
+    dst: std::net::IpAddr,
+    dst_port: u16,
+    proto: u8,
+) -> u64 {
+    let (lo, lo_port, hi, hi_port, _) = canonical(src, src_port, dst, dst_port, proto);
+    let mut h = FxHasher::default();
+    lo.hash(&mut h);
+    hi.hash(&mut h);
+    lo_port.hash(&mut h);
+    hi_port.hash(&mut h);
+    proto.hash(&mut h);
+    // finalizer (splitmix64): every bit depends on every input bit, so the set index
+    // and the identity are independent
+    let mut z = h.finish();
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).max(1)
+}
+
 impl Folder {
     pub fn new(limits: FoldLimits) -> Self {
+        let n = (limits.max_sessions / WAYS).max(1);
+        let mut sets: Vec<Set> = Vec::with_capacity(n);
+        advise_huge_pages(&sets);
+        sets.resize(n, Set::default());
         Self {
-            cur: FxHashMap::default(),
-            prev: FxHashMap::default(),
-            rotated_at_ms: 0,
+            sets,
+            client_is_lo: vec![false; n * WAYS],
+            used: 0,
             limits,
         }
     }
 
+    /// Sessions held (live or idle, until their slot is reused).
     pub fn len(&self) -> usize {
-        self.cur.len() + self.prev.len()
+        self.used
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.used == 0
     }
 
-    /// The current generation becomes the old one; the old one's table (cleared, its
-    /// allocation kept) becomes the current one, so a steady load does not reallocate.
-    fn rotate(&mut self, m: &FoldMetrics) {
-        m.evicted.add(self.prev.len() as u64);
-        std::mem::swap(&mut self.prev, &mut self.cur);
-        self.cur.clear();
+    fn set_of(&self, h: u64) -> usize {
+        // multiply-shift range reduction over the high bits
+        (((h >> 32) * self.sets.len() as u64) >> 32) as usize
     }
 
-    /// Drops the old generation when the current one is older than the idle timeout.
-    /// `now_ms` is wall-clock time.
-    pub fn maintain(&mut self, now_ms: i64, m: &FoldMetrics) {
-        if now_ms - self.rotated_at_ms >= self.limits.idle_ms {
-            self.rotate(m);
-            self.rotated_at_ms = now_ms;
+    /// Starts loading the set of session hash `h` into the cache.
+    #[inline]
+    pub fn prefetch(&self, h: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(set) = self.sets.get(self.set_of(h)) {
+            let p = (set as *const Set).cast::<i8>();
+            // SAFETY: prefetching is a hint and never faults; both addresses are
+            // inside the same 128-byte set
+            unsafe {
+                use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.add(64));
+            }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = h;
     }
 
     /// Folds one record (its effective 5-tuple: tenant pair for overlays).
@@ -155,50 +223,95 @@ impl Folder {
         flow_ms: i64,
         m: &FoldMetrics,
     ) -> Folded {
-        let (s, d) = (ip_to_u128(src), ip_to_u128(dst));
-        // ICMP: type/code is not a session key part, the echo id is unknown: one session
-        // per address pair.
-        let (sp, dp) = if proto == 1 || proto == 58 {
-            (0, 0)
-        } else {
-            (src_port, dst_port)
+        let h = session_hash(src, src_port, dst, dst_port, proto);
+        self.fold_hashed(
+            h,
+            src,
+            src_port,
+            dst,
+            dst_port,
+            proto,
+            tcp_flags,
+            biflow_direction,
+            biflow,
+            dst_is_group,
+            obs,
+            flow_ms,
+            m,
+        )
+    }
+
+    /// [`Self::fold`] with the record's [`session_hash`] already computed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fold_hashed(
+        &mut self,
+        h: u64,
+        src: std::net::IpAddr,
+        src_port: u16,
+        dst: std::net::IpAddr,
+        dst_port: u16,
+        proto: u8,
+        tcp_flags: u16,
+        biflow_direction: u8,
+        biflow: bool,
+        dst_is_group: bool,
+        obs: u32,
+        flow_ms: i64,
+        m: &FoldMetrics,
+    ) -> Folded {
+        let src_is_lo = {
+            let (s, d) = (ip_to_u128(src), ip_to_u128(dst));
+            let (sp, dp) = if proto == 1 || proto == 58 {
+                (0, 0)
+            } else {
+                (src_port, dst_port)
+            };
+            (s, sp) <= (d, dp)
         };
-        let src_is_lo = (s, sp) <= (d, dp);
-        let key = if src_is_lo {
-            SessionKey {
-                lo: s,
-                hi: d,
-                lo_port: sp,
-                hi_port: dp,
-                proto,
-            }
-        } else {
-            SessionKey {
-                lo: d,
-                hi: s,
-                lo_port: dp,
-                hi_port: sp,
-                proto,
-            }
+        let si = self.set_of(h);
+        let idle_ms = self.limits.idle_ms;
+        let Some(set) = self.sets.get_mut(si) else {
+            // unreachable (set_of is in range); answer as a new session
+            return Folded {
+                src_is_client: true,
+                new_session: true,
+                duplicate: false,
+            };
         };
-        if self.cur.len() >= (self.limits.max_sessions / 2).max(1) {
-            m.forced_rotations.inc();
-            self.rotate(m);
+        let mut hit = None;
+        let mut victim = 0;
+        for (w, slot) in set.slots.iter().enumerate() {
+            if slot.id == h {
+                hit = Some(w);
+                break;
+            }
+            let v = &set.slots[victim];
+            if v.id != 0 && (slot.id == 0 || slot.last_ms < v.last_ms) {
+                victim = w;
+            }
         }
-        // one hash of the key in the current generation (lookup and insert), a second
-        // one in the old generation only for sessions not seen in this one
-        let slot = self.cur.entry(key);
-        let existing = match &slot {
-            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
-            std::collections::hash_map::Entry::Vacant(_) => self.prev.remove(&key),
-        };
         let mut new_session = false;
-        let mut st = match existing {
-            Some(st) if flow_ms - st.last_ms <= self.limits.idle_ms => st,
+        let way = match hit {
+            Some(w) if flow_ms - set.slots[w].last_ms <= idle_ms => w,
             other => {
-                if other.is_some() {
-                    m.restarted_idle.inc();
-                }
+                let w = match other {
+                    Some(w) => {
+                        m.restarted_idle.inc();
+                        w
+                    }
+                    None => {
+                        let v = &set.slots[victim];
+                        if v.id == 0 {
+                            self.used += 1;
+                        } else {
+                            m.evicted.inc();
+                            if (flow_ms - v.last_ms).abs() <= idle_ms {
+                                m.capacity_evictions.inc();
+                            }
+                        }
+                        victim
+                    }
+                };
                 new_session = true;
                 let (who, _) = decide(
                     proto,
@@ -210,14 +323,19 @@ impl Folder {
                     biflow_direction,
                     dst_is_group,
                 );
-                Session {
-                    client_is_lo: (who == Initiator::Src) == src_is_lo,
+                set.slots[w] = Slot {
+                    id: h,
+                    last_ms: flow_ms,
                     owner_up: 0,
                     owner_down: 0,
-                    last_ms: flow_ms,
+                };
+                if let Some(c) = self.client_is_lo.get_mut(si * WAYS + w) {
+                    *c = (who == Initiator::Src) == src_is_lo;
                 }
+                w
             }
         };
+        let st = &mut set.slots[way];
         st.last_ms = st.last_ms.max(flow_ms);
         // Ownership of this record's direction (both directions for biflow records).
         let mut duplicate = false;
@@ -243,20 +361,38 @@ impl Folder {
         if new_session {
             m.sessions_new.inc();
         }
-        match slot {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                e.insert(st);
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(st);
-            }
-        }
+        let client_is_lo = self
+            .client_is_lo
+            .get(si * WAYS + way)
+            .copied()
+            .unwrap_or(true);
         Folded {
-            src_is_client: st.client_is_lo == src_is_lo,
+            src_is_client: client_is_lo == src_is_lo,
             new_session,
             duplicate,
         }
     }
+}
+
+/// Asks for transparent huge pages on a large table (fewer TLB misses on random
+/// access); a no-op where unsupported.
+fn advise_huge_pages<T>(v: &Vec<T>) {
+    let bytes = v.capacity() * std::mem::size_of::<T>();
+    #[cfg(target_os = "linux")]
+    if bytes >= 4 << 20 {
+        let page = 4096usize;
+        let start = (v.as_ptr() as usize).div_ceil(page) * page;
+        let end = (v.as_ptr() as usize + bytes) / page * page;
+        if end > start {
+            // SAFETY: the range lies inside the vector's own allocation; MADV_HUGEPAGE
+            // only changes how the kernel backs it
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
 }
 
 #[cfg(test)]
@@ -416,6 +552,6 @@ mod tests {
             );
             assert!(fo.len() <= 100, "{}", fo.len());
         }
-        assert!(m.forced_rotations.get() > 0 && m.evicted.get() > 0);
+        assert!(m.capacity_evictions.get() > 0 && m.evicted.get() > 0);
     }
 }

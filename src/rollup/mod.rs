@@ -136,7 +136,7 @@ impl Default for RollupConfig {
     fn default() -> Self {
         Self {
             shards: 0,
-            queue_batches: 1024,
+            queue_batches: 256,
             resolutions: vec![
                 ResolutionSpec {
                     bucket: DurationSpec::Text("1m".into()),
@@ -535,13 +535,13 @@ impl Rollup {
         );
         out.counter(
             "nagare_rollup_session_evictions_total",
-            "Sessions dropped from the session table (idle or capacity).",
+            "Sessions whose slot in the session table a new session took (idle or not).",
             sum(|m| m.evicted.get()),
         );
         out.counter(
             "nagare_rollup_session_table_full_total",
-            "Times the session table reached its cap and rotated early.",
-            sum(|m| m.forced_rotations.get()),
+            "Sessions pushed out of the session table before they were idle (raise rollup.max_sessions).",
+            sum(|m| m.capacity_evictions.get()),
         );
         let sm = &self.store.metrics;
         out.counter(

@@ -5,13 +5,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::FxHashMap;
 
 use super::chunk::{Chunk, ChunkBuilder, IfaceRow, ObsPoint, Overflow, Row};
 use super::store::Store;
 use super::{FlowIn, ResolutionConfig, ShardMetrics};
 use crate::enrich::classify;
-use crate::enrich::fold::{FoldLimits, FoldMetrics, Folder};
+use crate::enrich::fold::{FoldLimits, FoldMetrics, Folder, session_hash};
 use crate::model::ip_to_u128;
 
 /// Distinct overflowed flows tracked per bucket (past it the overflow's flow count is a
@@ -21,9 +24,13 @@ const OVERFLOW_TRACK: usize = 250_000;
 const MAX_OBS: usize = 1 << 20;
 /// A bucket that receives late records stays open this long after it reopened.
 const LATE_LINGER_MS: i64 = 2_000;
+/// How many records ahead of folding a session set is prefetched.
+const PREFETCH_AHEAD: usize = 8;
 /// Open buckets per resolution; past it the oldest-opened closes early.
 const MAX_OPEN: usize = 512;
 
+/// A row's identity: (client, server, server port, protocol, observation point),
+/// kept as a 64-bit hash (see [`row_hash`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct RowKey {
     client: u128,
@@ -32,6 +39,38 @@ struct RowKey {
     proto: u8,
     obs: u32,
 }
+
+/// The 64-bit identity of a row key, never 0. Two keys of one bucket sharing it is a
+/// ~1e-10 event per bucket of 100 000 rows; tables keyed by it need no further hashing
+/// ([`IdHash`]) and hold 8 bytes per key instead of 48.
+fn row_hash(k: &RowKey) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    k.hash(&mut h);
+    let mut z = h.finish();
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).max(1)
+}
+
+/// Hasher for keys that are already well-mixed 64-bit hashes.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
 #[derive(Default, Clone, Copy)]
 struct IfaceAcc {
@@ -47,8 +86,11 @@ struct OpenBucket {
     seq: u64,
     closes_at_ms: i64,
     opened_ms: i64,
-    index: FxHashMap<RowKey, u32>,
+    /// row identity ([`row_hash`]) -> index in `rows`
+    index: HashMap<u64, u32, IdHash>,
     rows: Vec<Row>,
+    /// identity of each row
+    row_ids: Vec<u64>,
     cb: ChunkBuilder,
     /// shard observation id -> index in `cb.chunk_obs`
     obs_at: FxHashMap<u32, u32>,
@@ -56,7 +98,7 @@ struct OpenBucket {
     outer: Vec<(u32, u32, u32)>,
     overflow: Overflow,
     /// Flows in the overflow (a key is either a row or here, never both).
-    overflow_keys: FxHashSet<RowKey>,
+    overflow_keys: HashSet<u64, IdHash>,
     /// per (flow-direction) observation-point id: traffic as recorded [in client ->
     /// server direction, in server -> client direction] (for switch ports)
     ifaces: FxHashMap<u32, [IfaceAcc; 2]>,
@@ -97,8 +139,9 @@ impl OpenBucket {
             seq,
             closes_at_ms,
             opened_ms: now_ms,
-            index: FxHashMap::default(),
+            index: HashMap::default(),
             rows: Vec::new(),
+            row_ids: Vec::new(),
             cb: ChunkBuilder::default(),
             obs_at: FxHashMap::default(),
             outer: Vec::new(),
@@ -106,7 +149,7 @@ impl OpenBucket {
                 flows_exact: true,
                 ..Default::default()
             },
-            overflow_keys: FxHashSet::default(),
+            overflow_keys: HashSet::default(),
             ifaces: FxHashMap::default(),
             covers: Vec::new(),
             published: None,
@@ -130,38 +173,38 @@ impl OpenBucket {
         i
     }
 
-    fn add_overflow(&mut self, key: &RowKey, a: &Row) {
+    fn add_overflow(&mut self, id: u64, a: &Row) {
         let o = &mut self.overflow;
         o.src_bytes = o.src_bytes.saturating_add(a.src_bytes);
         o.dst_bytes = o.dst_bytes.saturating_add(a.dst_bytes);
         o.packets = o.packets.saturating_add(a.packets);
         o.sessions += u64::from(a.sessions);
-        self.count_overflow_flow(key);
+        self.count_overflow_flow(id);
     }
 
-    fn count_overflow_flow(&mut self, key: &RowKey) {
+    fn count_overflow_flow(&mut self, id: u64) {
         if self.overflow_keys.len() < OVERFLOW_TRACK {
-            if self.overflow_keys.insert(*key) {
+            if self.overflow_keys.insert(id) {
                 self.overflow.flows += 1;
             }
-        } else if !self.overflow_keys.contains(key) {
+        } else if self.overflow.flows_exact && !self.overflow_keys.contains(&id) {
             self.overflow.flows_exact = false;
         }
     }
 
-    /// Adds `a` to the row of `key`, creating it (with endpoints from `ends`) below the
-    /// cap, else to the overflow. Returns false when it went to the overflow.
+    /// Adds `a` (its port and protocol set) to the row `id`, creating it below the cap
+    /// with the endpoints, observation point, outer pair and tags `ends` interns into
+    /// this bucket, else to the overflow. Returns false when it went to the overflow.
     fn upsert(
         &mut self,
-        key: RowKey,
+        id: u64,
         cap: usize,
         a: &Row,
-        obs_list: &[ObsPoint],
-        ends: impl FnOnce(&mut ChunkBuilder) -> (u32, u32, Option<(u32, u32)>, u32),
+        ends: impl FnOnce(&mut Self) -> (u32, u32, u32, Option<(u32, u32)>, u32),
     ) -> bool {
         use std::collections::hash_map::Entry;
         let n = self.rows.len();
-        match self.index.entry(key) {
+        match self.index.entry(id) {
             Entry::Occupied(e) => {
                 if let Some(r) = self.rows.get_mut(*e.get() as usize) {
                     accumulate(r, a);
@@ -171,11 +214,10 @@ impl OpenBucket {
             // a flow merged into the overflow earlier (from a finer bucket) stays there
             Entry::Vacant(e)
                 if n < cap
-                    && (self.overflow_keys.is_empty() || !self.overflow_keys.contains(&key)) =>
+                    && (self.overflow_keys.is_empty() || !self.overflow_keys.contains(&id)) =>
             {
                 e.insert(n as u32);
-                let (src, dst, outer, tags) = ends(&mut self.cb);
-                let obs = self.obs_index(key.obs, obs_list);
+                let (src, dst, obs, outer, tags) = ends(self);
                 if let Some((os, od)) = outer {
                     self.outer.push((n as u32, os, od));
                 }
@@ -184,14 +226,13 @@ impl OpenBucket {
                     dst,
                     obs,
                     tags,
-                    port: key.port,
-                    proto: key.proto,
                     ..*a
                 });
+                self.row_ids.push(id);
                 true
             }
             Entry::Vacant(_) => {
-                self.add_overflow(&key, a);
+                self.add_overflow(id, a);
                 false
             }
         }
@@ -233,6 +274,8 @@ pub struct Shard {
     pub metrics: Arc<ShardMetrics>,
     pub fold_metrics: Arc<FoldMetrics>,
     dirty: bool,
+    /// session hashes of the batch being ingested (kept for its allocation)
+    hashes: Vec<u64>,
     /// The latest wall-clock time given by `ingest` or `tick` (retention at the final
     /// flush is judged by it).
     now_ms: i64,
@@ -287,6 +330,7 @@ impl Shard {
             metrics,
             fold_metrics,
             dirty: false,
+            hashes: Vec::new(),
             now_ms: 0,
         }
     }
@@ -336,8 +380,24 @@ impl Shard {
         self.now_ms = self.now_ms.max(now_ms);
         let now_s = now_ms.div_euclid(1000);
         let fine_grace = self.fine_grace();
-        for f in flows {
-            self.metrics.records.inc();
+        self.metrics.records.add(flows.len() as u64);
+        let mut overflowed = 0u64;
+        // Session lookups miss the caches at high rates: hash every record first, then
+        // load each record's session set a few records ahead of folding it.
+        let mut hashes = std::mem::take(&mut self.hashes);
+        hashes.clear();
+        hashes.extend(
+            flows
+                .iter()
+                .map(|f| session_hash(f.src.ip, f.src_port, f.dst.ip, f.dst_port, f.proto)),
+        );
+        for &h in hashes.iter().take(PREFETCH_AHEAD) {
+            self.folder.prefetch(h);
+        }
+        for (i, f) in flows.iter().enumerate() {
+            if let Some(&h) = hashes.get(i + PREFETCH_AHEAD) {
+                self.folder.prefetch(h);
+            }
             let start_s = f.start_ms.div_euclid(1000);
             if start_s > now_s + self.store_max_future() {
                 self.metrics.refused_future.inc();
@@ -352,7 +412,8 @@ impl Shard {
                 continue;
             }
             let biflow = f.rev_bytes > 0 || f.rev_packets > 0;
-            let fo = self.folder.fold(
+            let fo = self.folder.fold_hashed(
+                hashes.get(i).copied().unwrap_or(1),
                 f.src.ip,
                 f.src_port,
                 f.dst.ip,
@@ -412,12 +473,15 @@ impl Shard {
                 .levels
                 .first()
                 .is_some_and(|l| start_s >= now_s - l.cfg.retention_secs);
+            let id = row_hash(&key);
             let mut add = Row {
                 src_bytes: cb,
                 dst_bytes: sb,
                 packets,
                 sessions: u32::from(fo.new_session),
                 rule: f.rule,
+                port,
+                proto: f.proto,
                 ..Default::default()
             };
             let obs_list = &self.obs_list;
@@ -441,20 +505,23 @@ impl Shard {
                 }
                 add.first = rel(start_s, b);
                 add.last = rel(end_s, b);
-                let stored = bucket.upsert(key, cap, &add, obs_list, |cbd| {
+                let stored = bucket.upsert(id, cap, &add, |b| {
                     (
-                        cbd.endpoint(client),
-                        cbd.endpoint(server),
-                        outer.map(|(os, od)| (cbd.endpoint(&os), cbd.endpoint(&od))),
+                        b.cb.endpoint(client),
+                        b.cb.endpoint(server),
+                        b.obs_index(obs_id, obs_list),
+                        outer.map(|(os, od)| (b.cb.endpoint(&os), b.cb.endpoint(&od))),
                         classify::tags(client, server),
                     )
                 });
                 if !stored {
-                    self.metrics.overflow_records.inc();
+                    overflowed += 1;
                 }
             }
             self.dirty = true;
         }
+        self.metrics.overflow_records.add(overflowed);
+        self.hashes = hashes;
     }
 
     fn store_max_future(&self) -> i64 {
@@ -467,7 +534,6 @@ impl Shard {
     fn cascade(&mut self, fine: &OpenBucket, now_ms: i64) {
         let now_s = now_ms.div_euclid(1000);
         let fine_grace = self.fine_grace();
-        let obs_list = &self.obs_list;
         for level in self.levels.iter_mut().skip(1) {
             if fine.start < now_s - level.cfg.retention_secs {
                 continue;
@@ -480,8 +546,9 @@ impl Shard {
             bucket.merged = true;
             bucket.covers.push(fine.seq);
             let off = fine.start - b;
-            // fine endpoint index -> this bucket's (u32::MAX: not yet interned)
+            // fine endpoint / observation index -> this bucket's (u32::MAX: not yet)
             let mut ep_at = vec![u32::MAX; fine.cb.chunk_endpoints.len()];
+            let mut obs_at = vec![u32::MAX; fine.cb.chunk_obs.len()];
             let mut ep = |cbd: &mut ChunkBuilder, i: u32| -> u32 {
                 let Some(slot) = ep_at.get_mut(i as usize) else {
                     return cbd.endpoint(&super::chunk::unknown_endpoint());
@@ -494,10 +561,8 @@ impl Shard {
                 }
                 *slot
             };
-            for (key, &ri) in &fine.index {
-                let Some(r) = fine.rows.get(ri as usize) else {
-                    continue;
-                };
+            for (ri, (r, &id)) in fine.rows.iter().zip(&fine.row_ids).enumerate() {
+                let ri = ri as u32;
                 let mut add = *r;
                 add.first = rel(i64::from(r.first) + off, 0);
                 add.last = rel(i64::from(r.last) + off, 0);
@@ -507,11 +572,21 @@ impl Shard {
                     .ok()
                     .and_then(|k| fine.outer.get(k))
                     .map(|o| (o.1, o.2));
-                bucket.upsert(*key, cap, &add, obs_list, |cbd| {
+                bucket.upsert(id, cap, &add, |b| {
+                    let obs = match obs_at.get_mut(r.obs as usize) {
+                        Some(slot) if *slot != u32::MAX => *slot,
+                        Some(slot) => {
+                            let o = fine.cb.chunk_obs.get(r.obs as usize).copied();
+                            *slot = b.cb.obs(&o.unwrap_or_else(unknown_obs));
+                            *slot
+                        }
+                        None => b.cb.obs(&unknown_obs()),
+                    };
                     (
-                        ep(cbd, r.src),
-                        ep(cbd, r.dst),
-                        outer.map(|(os, od)| (ep(cbd, os), ep(cbd, od))),
+                        ep(&mut b.cb, r.src),
+                        ep(&mut b.cb, r.dst),
+                        obs,
+                        outer.map(|(os, od)| (ep(&mut b.cb, os), ep(&mut b.cb, od))),
                         r.tags,
                     )
                 });
@@ -525,10 +600,10 @@ impl Shard {
             if !o.flows_exact {
                 t.flows_exact = false;
             }
-            for k in &fine.overflow_keys {
+            for &k in &fine.overflow_keys {
                 // a flow with a row here is counted by its row (its overflowed traffic
                 // is in the overflow totals)
-                if !bucket.index.contains_key(k) {
+                if !bucket.index.contains_key(&k) {
                     bucket.count_overflow_flow(k);
                 }
             }
@@ -634,7 +709,6 @@ impl Shard {
     /// snapshot of open buckets if anything changed).
     pub fn tick(&mut self, now_ms: i64) -> (Vec<Arc<Chunk>>, Option<Vec<Arc<Chunk>>>) {
         self.now_ms = self.now_ms.max(now_ms);
-        self.folder.maintain(now_ms, &self.fold_metrics);
         let mut closed = Vec::new();
         for li in 0..self.levels.len() {
             let res = self.levels[li].cfg.seconds;
