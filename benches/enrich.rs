@@ -56,8 +56,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut acc = 0u32;
             for r in &recs {
-                let f = FlowIn::from_record(r, &tables, &geo);
-                acc ^= classify::tags(&f.src, &f.dst);
+                let (s, d, _) = FlowIn::from_record(r).enrich(&tables, &geo);
+                acc ^= classify::tags(&s, &d);
             }
             acc
         })

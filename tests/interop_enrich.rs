@@ -171,11 +171,8 @@ port_group = "vds-lab-65"
         Arc::new(FoldMetrics::default()),
     );
     let last = recs.iter().map(|r| r.end_ms).max().unwrap();
-    let flows: Vec<FlowIn> = recs
-        .iter()
-        .map(|r| FlowIn::from_record(r, &enr.tables(), &enr.geo()))
-        .collect();
-    shard.ingest(&flows, last + 1_000);
+    let flows: Vec<FlowIn> = recs.iter().map(FlowIn::from_record).collect();
+    shard.ingest(&flows, &enr.tables(), &enr.geo(), last + 1_000);
     shard.tick_and_commit(last + 3_600_000 * 2);
     shard.commit_final();
 

@@ -65,18 +65,12 @@ fn ip(i: u8) -> IpAddr {
 }
 
 /// One record of a session as a shard receives it.
-fn flow_in(s: &Session, rec: (u16, bool, u32, u16), first: bool, t: &Tables) -> FlowIn {
-    flow_in_at(s, rec, first, t, NOW_MS - 3 * 3_600_000)
+fn flow_in(s: &Session, rec: (u16, bool, u32, u16), first: bool) -> FlowIn {
+    flow_in_at(s, rec, first, NOW_MS - 3 * 3_600_000)
 }
 
 /// The same, with the session start relative to `base_ms`.
-fn flow_in_at(
-    s: &Session,
-    rec: (u16, bool, u32, u16),
-    first: bool,
-    t: &Tables,
-    base_ms: i64,
-) -> FlowIn {
+fn flow_in_at(s: &Session, rec: (u16, bool, u32, u16), first: bool, base_ms: i64) -> FlowIn {
     let (off, fwd, bytes, packets) = rec;
     // the first record is the client's SYN so the client is known for sure
     let fwd = fwd || first;
@@ -103,7 +97,7 @@ fn flow_in_at(
     // replies enter where requests leave
     r.in_if = if fwd { 1 } else { 2 };
     r.out_if = if fwd { 2 } else { 1 };
-    FlowIn::from_record(&r, t, &GeoTable::default())
+    FlowIn::from_record(&r)
 }
 
 #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
@@ -154,7 +148,7 @@ fn run(sessions: &[Session], cap: usize, shards: usize) -> (PerBucket, PerBucket
         let mut rs = s.records.clone();
         rs.sort_by_key(|r| r.0);
         for (k, r) in rs.iter().enumerate() {
-            let f = flow_in(s, *r, k == 0, &t);
+            let f = flow_in(s, *r, k == 0);
             recs.push((f.start_ms, si, f));
         }
     }
@@ -208,7 +202,7 @@ fn run(sessions: &[Session], cap: usize, shards: usize) -> (PerBucket, PerBucket
             per[f.shard_of(shards)].push(*f);
         }
         for (i, v) in per.iter().enumerate() {
-            sh[i].ingest(v, NOW_MS);
+            sh[i].ingest(v, &t, &GeoTable::default(), NOW_MS);
         }
     }
     // tick once (closes the late buckets), then flush the rest
@@ -309,7 +303,7 @@ fn open_buckets_answer_at_every_resolution() {
     let mut recs: Vec<(i64, usize, FlowIn)> = Vec::new();
     for (si, s) in sessions.iter().enumerate() {
         for (k, r) in s.records.iter().enumerate() {
-            let f = flow_in_at(s, *r, k == 0, &t, base);
+            let f = flow_in_at(s, *r, k == 0, base);
             recs.push((f.start_ms, si, f));
         }
     }
@@ -318,7 +312,7 @@ fn open_buckets_answer_at_every_resolution() {
     let late_ms = now + 85_000;
     let late = {
         let s = &sessions[0];
-        let mut f = flow_in_at(s, (0, true, 4242, 4), false, &t, base);
+        let mut f = flow_in_at(s, (0, true, 4242, 4), false, base);
         f.start_ms = late_ms;
         f.end_ms = late_ms + 100;
         f
@@ -399,7 +393,7 @@ fn open_buckets_answer_at_every_resolution() {
         Arc::new(FoldMetrics::default()),
     );
     let flows: Vec<FlowIn> = recs.iter().map(|r| r.2).collect();
-    sh.ingest(&flows, now);
+    sh.ingest(&flows, &t, &GeoTable::default(), now);
     // everything open
     sh.tick_and_commit(now + 1_000);
     let view = store.view();
@@ -425,7 +419,7 @@ fn open_buckets_answer_at_every_resolution() {
     assert_eq!(closed(3600), 0);
     assert_eq!(read(&store), naive(&recs));
     // a new record pending in an open finest bucket of the same hour
-    sh.ingest(&[late], late_ms + 1_000);
+    sh.ingest(&[late], &t, &GeoTable::default(), late_ms + 1_000);
     sh.tick_and_commit(late_ms + 2_000);
     let mut all = recs.clone();
     all.push((late_ms, 0, late));

@@ -91,13 +91,13 @@ pub fn build(dir: &Path, end_s: i64, progress: bool) -> Built {
             let mut per: Vec<Vec<FlowIn>> = vec![Vec::new(); SHARDS];
             while i < g.len() && g[i].record.start_ms < sec_end {
                 let r = to_flow_record(&g[i], site.exporter_ip(g[i].source));
-                let f = FlowIn::from_record(&r, &tables, &geo);
+                let f = FlowIn::from_record(&r);
                 per[f.shard_of(SHARDS)].push(f);
                 i += 1;
             }
             let now_ms = sec_end + 30_000;
             for (k, v) in per.iter().enumerate() {
-                shards[k].ingest(v, now_ms);
+                shards[k].ingest(v, &tables, &geo, now_ms);
             }
             if sec_end / 1000 >= minute + 60 {
                 minute += 60;

@@ -59,10 +59,11 @@ struct Slot {
     /// Observation point owning each direction (lo -> hi, hi -> lo); 0 = none yet.
     owner_up: u32,
     owner_down: u32,
+    /// The lower (address, port) end is the client.
+    client_is_lo: bool,
 }
 
-/// One set: its slots and, per slot, whether the lower (address, port) end is the
-/// client. 128 bytes, two cache lines.
+/// One set: 128 bytes, two cache lines.
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
 struct Set {
@@ -91,11 +92,21 @@ pub struct Folded {
     pub duplicate: bool,
 }
 
+/// Counts kept by the folder between [`Folder::publish`] calls (an atomic add per
+/// record is a full memory barrier: it would wait for every pending cache miss).
+#[derive(Default)]
+struct LocalCounts {
+    sessions_new: u64,
+    duplicates: u64,
+    evicted: u64,
+    capacity_evictions: u64,
+    restarted_idle: u64,
+}
+
 /// A shard's session table.
 pub struct Folder {
+    counts: LocalCounts,
     sets: Vec<Set>,
-    /// per slot (set * WAYS + way): the lower end is the client
-    client_is_lo: Vec<bool>,
     used: usize,
     limits: FoldLimits,
 }
@@ -167,11 +178,21 @@ impl Folder {
         advise_huge_pages(&sets);
         sets.resize(n, Set::default());
         Self {
+            counts: LocalCounts::default(),
             sets,
-            client_is_lo: vec![false; n * WAYS],
             used: 0,
             limits,
         }
+    }
+
+    /// Adds the counts since the last call to the shared metrics (once per batch).
+    pub fn publish(&mut self, m: &FoldMetrics) {
+        let c = std::mem::take(&mut self.counts);
+        m.sessions_new.add(c.sessions_new);
+        m.duplicates.add(c.duplicates);
+        m.evicted.add(c.evicted);
+        m.capacity_evictions.add(c.capacity_evictions);
+        m.restarted_idle.add(c.restarted_idle);
     }
 
     /// Sessions held (live or idle, until their slot is reused).
@@ -224,7 +245,7 @@ impl Folder {
         m: &FoldMetrics,
     ) -> Folded {
         let h = session_hash(src, src_port, dst, dst_port, proto);
-        self.fold_hashed(
+        let f = self.fold_hashed(
             h,
             src,
             src_port,
@@ -234,14 +255,16 @@ impl Folder {
             tcp_flags,
             biflow_direction,
             biflow,
-            dst_is_group,
+            || dst_is_group,
             obs,
             flow_ms,
-            m,
-        )
+        );
+        self.publish(m);
+        f
     }
 
-    /// [`Self::fold`] with the record's [`session_hash`] already computed.
+    /// [`Self::fold`] with the record's [`session_hash`] already computed; the counts
+    /// reach the metrics at the next [`Self::publish`].
     #[allow(clippy::too_many_arguments)]
     pub fn fold_hashed(
         &mut self,
@@ -254,10 +277,9 @@ impl Folder {
         tcp_flags: u16,
         biflow_direction: u8,
         biflow: bool,
-        dst_is_group: bool,
+        dst_is_group: impl FnOnce() -> bool,
         obs: u32,
         flow_ms: i64,
-        m: &FoldMetrics,
     ) -> Folded {
         let src_is_lo = {
             let (s, d) = (ip_to_u128(src), ip_to_u128(dst));
@@ -296,7 +318,7 @@ impl Folder {
             other => {
                 let w = match other {
                     Some(w) => {
-                        m.restarted_idle.inc();
+                        self.counts.restarted_idle += 1;
                         w
                     }
                     None => {
@@ -304,9 +326,9 @@ impl Folder {
                         if v.id == 0 {
                             self.used += 1;
                         } else {
-                            m.evicted.inc();
+                            self.counts.evicted += 1;
                             if (flow_ms - v.last_ms).abs() <= idle_ms {
-                                m.capacity_evictions.inc();
+                                self.counts.capacity_evictions += 1;
                             }
                         }
                         victim
@@ -321,17 +343,15 @@ impl Folder {
                     dst_port,
                     tcp_flags,
                     biflow_direction,
-                    dst_is_group,
+                    dst_is_group(),
                 );
                 set.slots[w] = Slot {
                     id: h,
                     last_ms: flow_ms,
                     owner_up: 0,
                     owner_down: 0,
+                    client_is_lo: (who == Initiator::Src) == src_is_lo,
                 };
-                if let Some(c) = self.client_is_lo.get_mut(si * WAYS + w) {
-                    *c = (who == Initiator::Src) == src_is_lo;
-                }
                 w
             }
         };
@@ -355,17 +375,13 @@ impl Folder {
             }
         }
         if duplicate {
-            m.duplicates.inc();
+            self.counts.duplicates += 1;
             new_session = false;
         }
         if new_session {
-            m.sessions_new.inc();
+            self.counts.sessions_new += 1;
         }
-        let client_is_lo = self
-            .client_is_lo
-            .get(si * WAYS + way)
-            .copied()
-            .unwrap_or(true);
+        let client_is_lo = st.client_is_lo;
         Folded {
             src_is_client: client_is_lo == src_is_lo,
             new_session,

@@ -101,6 +101,19 @@ impl Endpoint {
     }
 }
 
+/// The MULTICAST / BROADCAST flag of an address, given its subnet's directed-broadcast
+/// key and prefix length.
+fn group_flag(ip: IpAddr, key: u128, broadcast: u128, subnet_len: u8) -> u8 {
+    match ip {
+        IpAddr::V4(a) if a.is_multicast() => flag::MULTICAST,
+        IpAddr::V6(a) if a.is_multicast() => flag::MULTICAST,
+        IpAddr::V4(a) if a.is_broadcast() || (key == broadcast && subnet_len < 31) => {
+            flag::BROADCAST
+        }
+        _ => 0,
+    }
+}
+
 /// What a configured prefix says about addresses in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SubnetInfo {
@@ -132,6 +145,9 @@ pub struct Tables {
     internal: IpTable<bool>,
     subnets: IpTable<u32>,
     subnet_info: Vec<SubnetInfo>,
+    /// Some configured IPv4 subnet is longer than /24 and shorter than /31: its
+    /// directed broadcast need not end in .255.
+    has_short_subnets: bool,
     vm_by_ip: FxHashMap<IpAddr, u32>,
     pub vms: Vec<VmInfo>,
     host_by_ip: FxHashMap<IpAddr, (Sym, Sym)>,
@@ -253,6 +269,9 @@ impl Tables {
         }
         let mut prefixes = Vec::new();
         for (i, (n, info)) in subnet_prefixes.into_iter().enumerate() {
+            if matches!(n, IpNetwork::V4(_)) && (25..=30).contains(&n.prefix()) {
+                t.has_short_subnets = true;
+            }
             internal.push((n, true));
             t.subnet_info.push(info);
             prefixes.push((n, i as u32));
@@ -296,6 +315,35 @@ impl Tables {
         }
         t.inventory = inv;
         t
+    }
+
+    /// Whether an address is multicast or broadcast (what [`Self::endpoint`] flags as
+    /// `MULTICAST` or `BROADCAST`), without the rest of the enrichment.
+    pub fn is_group(&self, ip: IpAddr) -> bool {
+        let ip = crate::model::canonical_ip(ip);
+        let key = crate::model::ip_to_u128(ip);
+        let (broadcast, len) = match ip {
+            IpAddr::V4(a) if a.is_multicast() || a.is_broadcast() => return true,
+            IpAddr::V6(a) => return a.is_multicast(),
+            // only a last address of a prefix can be a directed broadcast
+            IpAddr::V4(a) if a.octets()[3] != 255 && !self.has_short_subnets => return false,
+            IpAddr::V4(_) => {
+                let mut b = if self.internal.get(ip).is_some() {
+                    key | 0xff
+                } else {
+                    u128::MAX
+                };
+                let mut len = 24;
+                if let Some(i) = self.subnets.get(ip)
+                    && let Some(info) = self.subnet_info.get(i as usize)
+                {
+                    b = info.broadcast;
+                    len = info.len;
+                }
+                (b, len)
+            }
+        };
+        group_flag(ip, key, broadcast, len) != 0
     }
 
     /// Enriches one address. `vlan` is the VLAN the record saw on this side (0 = none),
@@ -365,14 +413,7 @@ impl Tables {
         {
             e.vlan = *v;
         }
-        match ip {
-            IpAddr::V4(a) if a.is_multicast() => e.flags |= flag::MULTICAST,
-            IpAddr::V6(a) if a.is_multicast() => e.flags |= flag::MULTICAST,
-            IpAddr::V4(a) if a.is_broadcast() || (key == broadcast && e.subnet_len < 31) => {
-                e.flags |= flag::BROADCAST
-            }
-            _ => {}
-        }
+        e.flags |= group_flag(ip, key, broadcast, e.subnet_len);
         if e.flags & (flag::INTERNAL | flag::MULTICAST | flag::BROADCAST) == 0
             && is_public_unicast(ip)
         {
@@ -695,6 +736,53 @@ name = "partner-net"
             ("81.2.69.0/24".parse().unwrap(), countries::pack("GB")),
             ("8.8.8.0/24".parse().unwrap(), countries::pack("US")),
         ])
+    }
+
+    /// `is_group` (used for every new session) agrees with the full enrichment on
+    /// multicast, limited and directed broadcasts (derived /24s, configured /16 and /26
+    /// subnets) and on unicast neighbours of each.
+    #[test]
+    fn is_group_matches_endpoint_flags() {
+        let with_short = Tables::build(
+            Inventory::parse(
+                "[[subnet]]\ncidr = \"10.30.1.64/26\"\nname = \"mgmt\"\n[[subnet]]\ncidr = \"10.40.0.0/16\"\n",
+                "t",
+            )
+            .unwrap(),
+            1,
+        );
+        let g = geo();
+        let addrs = [
+            "224.0.0.251",
+            "239.255.255.250",
+            "255.255.255.255",
+            "10.11.5.255",
+            "10.11.5.254",
+            "10.99.1.255",
+            "10.20.7.255",
+            "10.20.255.255",
+            "10.30.1.127",
+            "10.30.1.126",
+            "10.30.1.255",
+            "10.40.255.255",
+            "10.40.3.255",
+            "8.8.8.255",
+            "203.0.113.255",
+            "ff02::1",
+            "2001:db8::ff",
+            "::ffff:10.11.5.255",
+        ];
+        for t in [tables(), with_short] {
+            for a in addrs {
+                let ip: IpAddr = a.parse().unwrap();
+                let e = t.endpoint(&g, ip, 0, 0);
+                assert_eq!(
+                    t.is_group(ip),
+                    e.is(flag::MULTICAST | flag::BROADCAST),
+                    "{a}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! refused and counted.
 
 pub mod chunk;
+pub mod idtable;
 pub mod merge;
 pub mod segment;
 pub mod shard;
@@ -217,12 +218,17 @@ impl RollupConfig {
     }
 }
 
-/// What a shard needs of one record: both ends enriched, counters, time, and where it
-/// was observed.
+/// Both ends of a flow enriched, and the outer (VTEP) pair of an overlay flow.
+pub type Enriched = (Endpoint, Endpoint, Option<(Endpoint, Endpoint)>);
+
+/// What a shard needs of one record: the (tenant) 5-tuple, counters, time, where it
+/// was observed, and the inputs of enrichment. Enrichment itself happens in the shard,
+/// and only when a row is created: most records add to an existing row, and a record
+/// that overflows needs none.
 #[derive(Debug, Clone, Copy)]
 pub struct FlowIn {
-    pub src: Endpoint,
-    pub dst: Endpoint,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub src_port: u16,
     pub dst_port: u16,
     pub proto: u8,
@@ -240,40 +246,23 @@ pub struct FlowIn {
     /// Counts for the switch ports it crossed (not for ESXi/VDS exports).
     pub switch_port: bool,
     pub rule: u32,
+    /// VLAN (source side, destination side) and AS numbers (source, destination) as
+    /// exported; they describe the outer pair of an overlay flow.
+    pub vlan: (u16, u16),
+    pub asn: (u32, u32),
     /// Outer (VTEP) pair of an overlay flow.
-    pub outer: Option<(Endpoint, Endpoint)>,
+    pub outer: Option<(IpAddr, IpAddr)>,
 }
 
 impl FlowIn {
-    /// Enriches a record (the tenant pair when VMware overlay elements are present).
-    pub fn from_record(
-        r: &FlowRecord,
-        t: &crate::enrich::Tables,
-        geo: &crate::enrich::geoip::GeoTable,
-    ) -> Self {
+    /// The routing and enrichment inputs of a record (the tenant pair when VMware
+    /// overlay elements are present).
+    pub fn from_record(r: &FlowRecord) -> Self {
         let (src, sp, dst, dp, proto) = r.effective_endpoints();
         let overlay = src != r.src || dst != r.dst;
-        let src_ep = t.endpoint(
-            geo,
-            src,
-            if overlay { 0 } else { r.vlan },
-            if overlay { 0 } else { r.src_as },
-        );
-        let dst_ep = t.endpoint(
-            geo,
-            dst,
-            if overlay { 0 } else { r.post_vlan },
-            if overlay { 0 } else { r.dst_as },
-        );
-        let outer = overlay.then(|| {
-            (
-                t.endpoint(geo, r.src, r.vlan, r.src_as),
-                t.endpoint(geo, r.dst, r.post_vlan, r.dst_as),
-            )
-        });
         Self {
-            src: src_ep,
-            dst: dst_ep,
+            src,
+            dst,
             src_port: sp,
             dst_port: dp,
             proto,
@@ -293,20 +282,83 @@ impl FlowIn {
             obs_hash: observation_point(r),
             switch_port: !r.vmware.present,
             rule: r.vmware.rule_id,
-            outer,
+            vlan: (r.vlan, r.post_vlan),
+            asn: (r.src_as, r.dst_as),
+            outer: overlay.then_some((r.src, r.dst)),
+        }
+    }
+
+    /// The enriched (source, destination) pair, and the outer pair of an overlay flow.
+    pub fn enrich(
+        &self,
+        t: &crate::enrich::Tables,
+        geo: &crate::enrich::geoip::GeoTable,
+    ) -> Enriched {
+        match self.outer {
+            None => (
+                t.endpoint(geo, self.src, self.vlan.0, self.asn.0),
+                t.endpoint(geo, self.dst, self.vlan.1, self.asn.1),
+                None,
+            ),
+            // the exported VLANs and AS numbers are the outer pair's
+            Some((os, od)) => (
+                t.endpoint(geo, self.src, 0, 0),
+                t.endpoint(geo, self.dst, 0, 0),
+                Some((
+                    t.endpoint(geo, os, self.vlan.0, self.asn.0),
+                    t.endpoint(geo, od, self.vlan.1, self.asn.1),
+                )),
+            ),
         }
     }
 
     /// The shard of a flow: both directions and every session of an address pair meet
     /// in the same shard.
     pub fn shard_of(&self, shards: usize) -> usize {
-        let (a, b) = (ip_to_u128(self.src.ip), ip_to_u128(self.dst.ip));
+        let (a, b) = (ip_to_u128(self.src), ip_to_u128(self.dst));
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         let mut h = FxHasher::default();
         lo.hash(&mut h);
         hi.hash(&mut h);
         self.proto.hash(&mut h);
         (h.finish() % shards.max(1) as u64) as usize
+    }
+}
+
+/// Emptied batch buffers, handed back by the shards to the router: a batch of a few
+/// thousand records is megabytes, and fresh memory costs page faults on every use.
+pub struct BatchPool {
+    free: std::sync::Mutex<Vec<Vec<FlowIn>>>,
+    max: usize,
+}
+
+impl BatchPool {
+    pub fn new(max: usize) -> Self {
+        Self {
+            free: std::sync::Mutex::new(Vec::new()),
+            max,
+        }
+    }
+
+    /// An empty buffer (a recycled one when there is one).
+    pub fn take(&self, capacity: usize) -> Vec<FlowIn> {
+        let v = match self.free.lock() {
+            Ok(mut f) => f.pop(),
+            Err(p) => p.into_inner().pop(),
+        };
+        v.unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    /// Returns an emptied buffer (dropped when the pool is full).
+    pub fn put(&self, mut v: Vec<FlowIn>) {
+        v.clear();
+        let mut f = match self.free.lock() {
+            Ok(f) => f,
+            Err(p) => p.into_inner(),
+        };
+        if f.len() < self.max {
+            f.push(v);
+        }
     }
 }
 
@@ -327,6 +379,7 @@ pub struct Rollup {
     pub store: Arc<Store>,
     enricher: Arc<Enricher>,
     senders: arc_swap::ArcSwap<Vec<crossbeam_channel::Sender<Vec<FlowIn>>>>,
+    pool: Arc<BatchPool>,
     shards: usize,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     pub shard_metrics: Vec<Arc<ShardMetrics>>,
@@ -359,8 +412,10 @@ impl Rollup {
         let mut threads = Vec::new();
         let mut shard_metrics = Vec::new();
         let mut fold_metrics = Vec::new();
+        let pool = Arc::new(BatchPool::new(4 * shards + 4));
         for id in 0..shards {
             let (tx, rx) = crossbeam_channel::bounded::<Vec<FlowIn>>(cfg.queue_batches.max(1));
+            let (enricher, pool) = (enricher.clone(), pool.clone());
             let m = Arc::new(ShardMetrics::default());
             let fm = Arc::new(FoldMetrics::default());
             let mut shard = shard::Shard::new(id, store.clone(), fold, m.clone(), fm.clone());
@@ -373,7 +428,12 @@ impl Rollup {
                     loop {
                         let wait = (next_tick - crate::daemon::now_ms()).clamp(0, 1000) as u64;
                         match rx.recv_timeout(Duration::from_millis(wait)) {
-                            Ok(batch) => shard.ingest(&batch, crate::daemon::now_ms()),
+                            Ok(mut batch) => {
+                                let (t, g) = (enricher.tables(), enricher.geo());
+                                shard.ingest(&batch, &t, &g, crate::daemon::now_ms());
+                                batch.clear();
+                                pool.put(batch);
+                            }
                             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                         }
@@ -397,6 +457,7 @@ impl Rollup {
                 store,
                 enricher,
                 senders: arc_swap::ArcSwap::from_pointee(senders),
+                pool,
                 shards,
                 threads: std::sync::Mutex::new(threads),
                 shard_metrics,
@@ -411,10 +472,8 @@ impl Rollup {
         self.shards
     }
 
-    /// Enriches and routes a batch of records (called by listener threads).
+    /// Routes a batch of records to the shards (called by listener threads).
     pub fn ingest(&self, batch: &mut Vec<FlowRecord>) {
-        let tables = self.enricher.tables();
-        let geo = self.enricher.geo();
         let senders = self.senders.load();
         let n = senders.len();
         if n == 0 {
@@ -426,14 +485,18 @@ impl Rollup {
             return;
         }
         let mut per: Vec<Vec<FlowIn>> = (0..n)
-            .map(|_| Vec::with_capacity(batch.len() / n + 8))
+            .map(|_| self.pool.take(batch.len() / n + 64))
             .collect();
-        for r in batch.drain(..) {
-            let f = FlowIn::from_record(&r, &tables, &geo);
-            per[f.shard_of(n)].push(f);
+        for r in batch.iter() {
+            let f = FlowIn::from_record(r);
+            if let Some(v) = per.get_mut(f.shard_of(n)) {
+                v.push(f);
+            }
         }
+        batch.clear();
         for (i, v) in per.into_iter().enumerate() {
             if v.is_empty() {
+                self.pool.put(v);
                 continue;
             }
             let len = v.len() as u64;

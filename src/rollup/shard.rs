@@ -5,16 +5,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use rustc_hash::FxHashMap;
 
 use super::chunk::{Chunk, ChunkBuilder, IfaceRow, ObsPoint, Overflow, Row};
+use super::idtable::{IdMap, IdSet};
 use super::store::Store;
-use super::{FlowIn, ResolutionConfig, ShardMetrics};
-use crate::enrich::classify;
+use super::{Enriched, FlowIn, ResolutionConfig, ShardMetrics};
 use crate::enrich::fold::{FoldLimits, FoldMetrics, Folder, session_hash};
+use crate::enrich::geoip::GeoTable;
+use crate::enrich::{Tables, classify};
 use crate::model::ip_to_u128;
 
 /// Distinct overflowed flows tracked per bucket (past it the overflow's flow count is a
@@ -42,7 +43,7 @@ struct RowKey {
 
 /// The 64-bit identity of a row key, never 0. Two keys of one bucket sharing it is a
 /// ~1e-10 event per bucket of 100 000 rows; tables keyed by it need no further hashing
-/// ([`IdHash`]) and hold 8 bytes per key instead of 48.
+/// ([`super::idtable`]) and hold 8 bytes per key instead of 48.
 fn row_hash(k: &RowKey) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
     k.hash(&mut h);
@@ -51,26 +52,6 @@ fn row_hash(k: &RowKey) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     (z ^ (z >> 31)).max(1)
 }
-
-/// Hasher for keys that are already well-mixed 64-bit hashes.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
 #[derive(Default, Clone, Copy)]
 struct IfaceAcc {
@@ -87,7 +68,9 @@ struct OpenBucket {
     closes_at_ms: i64,
     opened_ms: i64,
     /// row identity ([`row_hash`]) -> index in `rows`
-    index: HashMap<u64, u32, IdHash>,
+    index: IdMap,
+    /// Flows in the overflow (a flow is a row or here, never both).
+    overflow_keys: IdSet,
     rows: Vec<Row>,
     /// identity of each row
     row_ids: Vec<u64>,
@@ -97,8 +80,6 @@ struct OpenBucket {
     /// (row, outer source, outer destination) for overlay rows, by row
     outer: Vec<(u32, u32, u32)>,
     overflow: Overflow,
-    /// Flows in the overflow (a key is either a row or here, never both).
-    overflow_keys: HashSet<u64, IdHash>,
     /// per (flow-direction) observation-point id: traffic as recorded [in client ->
     /// server direction, in server -> client direction] (for switch ports)
     ifaces: FxHashMap<u32, [IfaceAcc; 2]>,
@@ -139,7 +120,7 @@ impl OpenBucket {
             seq,
             closes_at_ms,
             opened_ms: now_ms,
-            index: HashMap::default(),
+            index: IdMap::default(),
             rows: Vec::new(),
             row_ids: Vec::new(),
             cb: ChunkBuilder::default(),
@@ -149,7 +130,7 @@ impl OpenBucket {
                 flows_exact: true,
                 ..Default::default()
             },
-            overflow_keys: HashSet::default(),
+            overflow_keys: IdSet::default(),
             ifaces: FxHashMap::default(),
             covers: Vec::new(),
             published: None,
@@ -187,7 +168,7 @@ impl OpenBucket {
             if self.overflow_keys.insert(id) {
                 self.overflow.flows += 1;
             }
-        } else if self.overflow.flows_exact && !self.overflow_keys.contains(&id) {
+        } else if self.overflow.flows_exact && !self.overflow_keys.contains(id) {
             self.overflow.flows_exact = false;
         }
     }
@@ -202,40 +183,32 @@ impl OpenBucket {
         a: &Row,
         ends: impl FnOnce(&mut Self) -> (u32, u32, u32, Option<(u32, u32)>, u32),
     ) -> bool {
-        use std::collections::hash_map::Entry;
         let n = self.rows.len();
-        match self.index.entry(id) {
-            Entry::Occupied(e) => {
-                if let Some(r) = self.rows.get_mut(*e.get() as usize) {
-                    accumulate(r, a);
-                }
-                true
+        if let Some(at) = self.index.get(id) {
+            if let Some(r) = self.rows.get_mut(at as usize) {
+                accumulate(r, a);
             }
-            // a flow merged into the overflow earlier (from a finer bucket) stays there
-            Entry::Vacant(e)
-                if n < cap
-                    && (self.overflow_keys.is_empty() || !self.overflow_keys.contains(&id)) =>
-            {
-                e.insert(n as u32);
-                let (src, dst, obs, outer, tags) = ends(self);
-                if let Some((os, od)) = outer {
-                    self.outer.push((n as u32, os, od));
-                }
-                self.rows.push(Row {
-                    src,
-                    dst,
-                    obs,
-                    tags,
-                    ..*a
-                });
-                self.row_ids.push(id);
-                true
-            }
-            Entry::Vacant(_) => {
-                self.add_overflow(id, a);
-                false
-            }
+            return true;
         }
+        // a flow merged into the overflow earlier (from a finer bucket) stays there
+        if n < cap && (self.overflow_keys.is_empty() || !self.overflow_keys.contains(id)) {
+            self.index.insert(id, n as u32);
+            let (src, dst, obs, outer, tags) = ends(self);
+            if let Some((os, od)) = outer {
+                self.outer.push((n as u32, os, od));
+            }
+            self.rows.push(Row {
+                src,
+                dst,
+                obs,
+                tags,
+                ..*a
+            });
+            self.row_ids.push(id);
+            return true;
+        }
+        self.add_overflow(id, a);
+        false
     }
 }
 
@@ -250,10 +223,29 @@ fn unknown_obs() -> ObsPoint {
     }
 }
 
+/// A record after folding: what accumulation needs besides the record itself.
+struct Prepared {
+    /// index of the record in its batch
+    i: u32,
+    /// row identity
+    id: u64,
+    fo: crate::enrich::fold::Folded,
+    port: u16,
+    obs_id: u32,
+    start_s: i64,
+    end_s: i64,
+    /// within the finest level's retention
+    fine: bool,
+}
+
 /// Coarse open buckets (every level but the finest) are re-published at most this
 /// often when records reach them directly (history older than the finest retention);
 /// a merged finer bucket publishes them at the next tick.
 const COARSE_PUBLISH_MS: i64 = 3_500;
+/// A finest open bucket with at least this many rows is re-published like a coarse
+/// one: its copy (rows and endpoints, megabytes) would cost more every second than
+/// the records it shows.
+const LARGE_OPEN_ROWS: usize = 16_384;
 
 struct Level {
     cfg: ResolutionConfig,
@@ -274,8 +266,10 @@ pub struct Shard {
     pub metrics: Arc<ShardMetrics>,
     pub fold_metrics: Arc<FoldMetrics>,
     dirty: bool,
-    /// session hashes of the batch being ingested (kept for its allocation)
+    /// session hashes and folded records of the batch being ingested (kept for their
+    /// allocations)
     hashes: Vec<u64>,
+    prepared: Vec<Prepared>,
     /// The latest wall-clock time given by `ingest` or `tick` (retention at the final
     /// flush is judged by it).
     now_ms: i64,
@@ -331,6 +325,7 @@ impl Shard {
             fold_metrics,
             dirty: false,
             hashes: Vec::new(),
+            prepared: Vec::new(),
             now_ms: 0,
         }
     }
@@ -376,21 +371,30 @@ impl Shard {
     /// A record within the finest level's retention is accumulated there only; coarse
     /// levels receive the finest buckets as they close ([`Self::cascade`]). Older
     /// records (history) go directly to every coarse level that still keeps them.
-    pub fn ingest(&mut self, flows: &[FlowIn], now_ms: i64) {
+    ///
+    /// At high rates nearly every lookup misses the caches (session table, row index,
+    /// overflow set), so the batch goes in passes that know each record's table slots
+    /// before they are needed: hash the sessions; fold (session sets prefetched a few
+    /// records ahead) and compute each row's identity; accumulate (row index and
+    /// overflow slots prefetched a few records ahead).
+    pub fn ingest(&mut self, flows: &[FlowIn], tables: &Tables, geo: &GeoTable, now_ms: i64) {
         self.now_ms = self.now_ms.max(now_ms);
         let now_s = now_ms.div_euclid(1000);
-        let fine_grace = self.fine_grace();
         self.metrics.records.add(flows.len() as u64);
-        let mut overflowed = 0u64;
-        // Session lookups miss the caches at high rates: hash every record first, then
-        // load each record's session set a few records ahead of folding it.
         let mut hashes = std::mem::take(&mut self.hashes);
         hashes.clear();
         hashes.extend(
             flows
                 .iter()
-                .map(|f| session_hash(f.src.ip, f.src_port, f.dst.ip, f.dst_port, f.proto)),
+                .map(|f| session_hash(f.src, f.src_port, f.dst, f.dst_port, f.proto)),
         );
+        let mut prep = std::mem::take(&mut self.prepared);
+        prep.clear();
+        let fine_from = self
+            .levels
+            .first()
+            .map_or(i64::MAX, |l| now_s - l.cfg.retention_secs);
+        let max_future = self.store_max_future();
         for &h in hashes.iter().take(PREFETCH_AHEAD) {
             self.folder.prefetch(h);
         }
@@ -399,7 +403,7 @@ impl Shard {
                 self.folder.prefetch(h);
             }
             let start_s = f.start_ms.div_euclid(1000);
-            if start_s > now_s + self.store_max_future() {
+            if start_s > now_s + max_future {
                 self.metrics.refused_future.inc();
                 continue;
             }
@@ -414,31 +418,22 @@ impl Shard {
             let biflow = f.rev_bytes > 0 || f.rev_packets > 0;
             let fo = self.folder.fold_hashed(
                 hashes.get(i).copied().unwrap_or(1),
-                f.src.ip,
+                f.src,
                 f.src_port,
-                f.dst.ip,
+                f.dst,
                 f.dst_port,
                 f.proto,
                 f.tcp_flags,
                 f.biflow_direction,
                 biflow,
-                f.dst
-                    .is(crate::enrich::flag::MULTICAST | crate::enrich::flag::BROADCAST),
+                || tables.is_group(f.dst),
                 f.obs_hash,
                 f.start_ms,
-                &self.fold_metrics,
             );
-            let (client, server, server_port, cb, sb, outer) = if fo.src_is_client {
-                (&f.src, &f.dst, f.dst_port, f.bytes, f.rev_bytes, f.outer)
+            let (client, server, server_port) = if fo.src_is_client {
+                (f.src, f.dst, f.dst_port)
             } else {
-                (
-                    &f.dst,
-                    &f.src,
-                    f.src_port,
-                    f.rev_bytes,
-                    f.bytes,
-                    f.outer.map(|(a, b)| (b, a)),
-                )
+                (f.dst, f.src, f.src_port)
             };
             // ICMP flows are keyed without ports.
             let port = if f.proto == 1 || f.proto == 58 {
@@ -446,7 +441,6 @@ impl Shard {
             } else {
                 server_port
             };
-            let packets = f.packets.saturating_add(f.rev_packets);
             // The row's observation point is expressed in the client -> server direction,
             // so a reply (which enters where the request left) joins its request's row.
             let obs_dir = if fo.src_is_client {
@@ -459,59 +453,113 @@ impl Shard {
                 }
             };
             let obs_id = self.obs_id(&obs_dir, f.switch_port);
-            let reply = usize::from(!fo.src_is_client);
-            let key = RowKey {
-                client: ip_to_u128(client.ip),
-                server: ip_to_u128(server.ip),
+            let id = row_hash(&RowKey {
+                client: ip_to_u128(client),
+                server: ip_to_u128(server),
                 port,
                 proto: f.proto,
                 obs: obs_id,
+            });
+            prep.push(Prepared {
+                i: i as u32,
+                id,
+                fo,
+                port,
+                obs_id,
+                start_s,
+                end_s: f.end_ms.div_euclid(1000).max(start_s),
+                fine: start_s >= fine_from,
+            });
+        }
+        self.folder.publish(&self.fold_metrics);
+        let overflowed = self.accumulate(flows, &prep, tables, geo, now_ms);
+        self.metrics.overflow_records.add(overflowed);
+        self.hashes = hashes;
+        self.prepared = prep;
+    }
+
+    /// The accumulation pass of [`Self::ingest`]. Returns the records that went to an
+    /// overflow row.
+    fn accumulate(
+        &mut self,
+        flows: &[FlowIn],
+        prep: &[Prepared],
+        tables: &Tables,
+        geo: &GeoTable,
+        now_ms: i64,
+    ) -> u64 {
+        let now_s = now_ms.div_euclid(1000);
+        let fine_grace = self.fine_grace();
+        let mut overflowed = 0u64;
+        let obs_list = &self.obs_list;
+        for (j, p) in prep.iter().enumerate() {
+            let Some(f) = flows.get(p.i as usize) else {
+                continue;
             };
-            let end_s = f.end_ms.div_euclid(1000).max(start_s);
-            let all_bytes = f.bytes.saturating_add(f.rev_bytes);
-            let fine = self
-                .levels
-                .first()
-                .is_some_and(|l| start_s >= now_s - l.cfg.retention_secs);
-            let id = row_hash(&key);
+            let packets = f.packets.saturating_add(f.rev_packets);
+            let (cb, sb) = if p.fo.src_is_client {
+                (f.bytes, f.rev_bytes)
+            } else {
+                (f.rev_bytes, f.bytes)
+            };
             let mut add = Row {
                 src_bytes: cb,
                 dst_bytes: sb,
                 packets,
-                sessions: u32::from(fo.new_session),
+                sessions: u32::from(p.fo.new_session),
                 rule: f.rule,
-                port,
+                port: p.port,
                 proto: f.proto,
                 ..Default::default()
             };
-            let obs_list = &self.obs_list;
+            let reply = usize::from(!p.fo.src_is_client);
+            let all_bytes = f.bytes.saturating_add(f.rev_bytes);
+            // enrichment, done once a row needs it: (client, server, outer pair)
+            let mut ends: Option<Enriched> = None;
             for (li, level) in self.levels.iter_mut().enumerate() {
-                if fine != (li == 0) || start_s < now_s - level.cfg.retention_secs {
+                if p.fine != (li == 0) || p.start_s < now_s - level.cfg.retention_secs {
                     continue;
                 }
                 let res = i64::from(level.cfg.seconds);
-                let b = start_s.div_euclid(res) * res;
+                let b = p.start_s.div_euclid(res) * res;
                 let cap = level.cfg.max_rows;
                 let close_after = if li == 0 { 0 } else { fine_grace };
                 let bucket = open_bucket(level, b, now_ms, &self.store, close_after);
+                // the row slot of a record a few ahead (same bucket in nearly every case)
+                if let Some(q) = prep.get(j + PREFETCH_AHEAD)
+                    && q.start_s.div_euclid(res) * res == b
+                {
+                    bucket.index.prefetch(q.id);
+                    if bucket.rows.len() >= cap {
+                        bucket.overflow_keys.prefetch(q.id);
+                    }
+                }
                 bucket.changed = true;
                 if f.switch_port {
-                    let acc = &mut bucket.ifaces.entry(obs_id).or_default()[reply];
+                    let acc = &mut bucket.ifaces.entry(p.obs_id).or_default()[reply];
                     acc.bytes = acc.bytes.saturating_add(all_bytes);
                     acc.packets = acc.packets.saturating_add(packets);
                 }
-                if fo.duplicate {
+                if p.fo.duplicate {
                     continue;
                 }
-                add.first = rel(start_s, b);
-                add.last = rel(end_s, b);
-                let stored = bucket.upsert(id, cap, &add, |b| {
+                add.first = rel(p.start_s, b);
+                add.last = rel(p.end_s, b);
+                let stored = bucket.upsert(p.id, cap, &add, |b| {
+                    let (c, s, outer) = ends.get_or_insert_with(|| {
+                        let (se, de, outer) = f.enrich(tables, geo);
+                        if p.fo.src_is_client {
+                            (se, de, outer)
+                        } else {
+                            (de, se, outer.map(|(a, b)| (b, a)))
+                        }
+                    });
                     (
-                        b.cb.endpoint(client),
-                        b.cb.endpoint(server),
-                        b.obs_index(obs_id, obs_list),
+                        b.cb.endpoint(c),
+                        b.cb.endpoint(s),
+                        b.obs_index(p.obs_id, obs_list),
                         outer.map(|(os, od)| (b.cb.endpoint(&os), b.cb.endpoint(&od))),
-                        classify::tags(client, server),
+                        classify::tags(c, s),
                     )
                 });
                 if !stored {
@@ -520,8 +568,7 @@ impl Shard {
             }
             self.dirty = true;
         }
-        self.metrics.overflow_records.add(overflowed);
-        self.hashes = hashes;
+        overflowed
     }
 
     fn store_max_future(&self) -> i64 {
@@ -600,10 +647,10 @@ impl Shard {
             if !o.flows_exact {
                 t.flows_exact = false;
             }
-            for &k in &fine.overflow_keys {
+            for k in fine.overflow_keys.iter() {
                 // a flow with a row here is counted by its row (its overflowed traffic
                 // is in the overflow totals)
-                if !bucket.index.contains_key(&k) {
+                if !bucket.index.contains(k) {
                     bucket.count_overflow_flow(k);
                 }
             }
@@ -760,7 +807,9 @@ impl Shard {
                 };
                 let due = b.published.is_none()
                     || b.merged
-                    || (b.changed && (li == 0 || now_ms - b.published_ms >= COARSE_PUBLISH_MS));
+                    || (b.changed
+                        && ((li == 0 && b.rows.len() < LARGE_OPEN_ROWS)
+                            || now_ms - b.published_ms >= COARSE_PUBLISH_MS));
                 let chunk = if due {
                     Arc::new(self.build(res, b, false))
                 } else {

@@ -1,0 +1,110 @@
+//! The shard's share of ingest, without sockets or threads: CPU per record to fold and
+//! accumulate a stream at a given rate (flow time = wall time of the simulated stream).
+//!
+//! Two streams: `unique` (every record a new flow and session, as nfblast sends) and
+//! `site` (the 500-VM data centre of `nagare gen`). Records go in batches of 2048,
+//! through a router into two shards, as in the daemon; a shard tick runs every
+//! simulated second (publishing open buckets, closing due ones).
+//!
+//! Usage: cargo bench --bench shard [-- SECONDS RATE]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nagare::enrich::Tables;
+use nagare::enrich::fold::{FoldLimits, FoldMetrics};
+use nagare::enrich::geoip::GeoTable;
+use nagare::enrich::inventory::Inventory;
+use nagare::model::{ExporterId, FlowRecord};
+use nagare::rollup::shard::Shard;
+use nagare::rollup::store::Store;
+use nagare::rollup::{FlowIn, RollupConfig, ShardMetrics};
+
+const SHARDS: usize = 2;
+const BATCH: usize = 2048;
+
+/// nfblast's records: source 10.x.y.z unique, destination 198.18.x.y, port 443.
+fn unique(i: u64, t_ms: i64) -> FlowRecord {
+    let mut r = FlowRecord::empty(
+        ExporterId::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 1),
+        10,
+    );
+    r.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (i as u32 & 0xff_ffff)));
+    r.dst = IpAddr::V4(Ipv4Addr::from(0xc612_0000 | ((i as u32 >> 8) & 0xffff)));
+    r.src_port = 1024 + (i % 60_000) as u16;
+    r.dst_port = 443;
+    r.protocol = 6;
+    r.tcp_flags = 0x18;
+    r.packets = 1;
+    r.bytes = 64 + i % 1400;
+    r.start_ms = t_ms - 10;
+    r.end_ms = t_ms;
+    r.in_if = 1;
+    r.out_if = 2;
+    r
+}
+
+fn run(name: &str, seconds: i64, rate: u64, make: &dyn Fn(u64, i64) -> FlowRecord) {
+    let cfg = RollupConfig::default();
+    let store = Store::new(None, cfg.resolutions().unwrap(), SHARDS, 0);
+    let tables = Tables::build(Inventory::empty(), 1);
+    let geo = GeoTable::default();
+    let mut shards: Vec<Shard> = (0..SHARDS)
+        .map(|i| {
+            Shard::new(
+                i,
+                store.clone(),
+                FoldLimits {
+                    max_sessions: cfg.max_sessions / SHARDS,
+                    idle_ms: 300_000,
+                },
+                Arc::new(ShardMetrics::default()),
+                Arc::new(FoldMetrics::default()),
+            )
+        })
+        .collect();
+    // start mid-minute of a fixed hour
+    let t0_ms: i64 = (nagare::daemon::now_ms() / 3_600_000) * 3_600_000 + 20_000;
+    let total = seconds as u64 * rate;
+    let mut per: Vec<Vec<FlowIn>> = (0..SHARDS).map(|_| Vec::with_capacity(BATCH)).collect();
+    let mut ticked_s = t0_ms / 1000;
+    let mut busy = std::time::Duration::ZERO;
+    let mut i = 0u64;
+    while i < total {
+        let n = (total - i).min(BATCH as u64);
+        let t_ms = t0_ms + (i * 1000 / rate) as i64;
+        let recs: Vec<FlowRecord> = (i..i + n).map(|k| make(k, t_ms)).collect();
+        let c = Instant::now();
+        for r in &recs {
+            let f = FlowIn::from_record(r);
+            per[f.shard_of(SHARDS)].push(f);
+        }
+        for (s, v) in shards.iter_mut().zip(per.iter_mut()) {
+            s.ingest(v, &tables, &geo, t_ms);
+            v.clear();
+        }
+        if t_ms / 1000 > ticked_s {
+            ticked_s = t_ms / 1000;
+            for s in shards.iter_mut() {
+                s.tick_and_commit(t_ms);
+            }
+        }
+        busy += c.elapsed();
+        i += n;
+    }
+    println!(
+        "{name:>7}: {total} records at {rate}/s of flow time for {seconds}s: {:.1} ns/record",
+        busy.as_nanos() as f64 / total as f64
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let seconds: i64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let rate: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(400_000);
+    run("unique", seconds, rate, &unique);
+}

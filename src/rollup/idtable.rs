@@ -1,0 +1,226 @@
+//! An open-addressing table keyed by well-mixed 64-bit identities (row hashes), whose
+//! probe position is known before the lookup, so a batch can prefetch it.
+//!
+//! Linear probing over a power-of-two array of keys (0 = free) at most half full: a
+//! lookup reads one cache line of keys in nearly every case. Values live in a parallel
+//! array read only on a hit. Nothing is ever removed (a bucket's tables die with it).
+
+/// Smallest allocated capacity.
+const MIN_CAP: usize = 1024;
+
+/// The keys of an [`IdMap`].
+#[derive(Debug, Default, Clone)]
+struct Keys {
+    keys: Vec<u64>,
+    len: usize,
+}
+
+impl Keys {
+    fn mask(&self) -> usize {
+        self.keys.len().wrapping_sub(1)
+    }
+
+    /// Where `id` is, or the free slot where it would go (`keys` not empty).
+    #[inline]
+    fn find(&self, id: u64) -> (usize, bool) {
+        let mask = self.mask();
+        let mut i = (id as usize) & mask;
+        loop {
+            match self.keys.get(i).copied().unwrap_or(0) {
+                0 => return (i, false),
+                k if k == id => return (i, true),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, id: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = self.keys.get((id as usize) & self.mask()) {
+            // SAFETY: a prefetch is a hint and never faults
+            unsafe {
+                use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                _mm_prefetch::<_MM_HINT_T0>((k as *const u64).cast::<i8>());
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = id;
+    }
+
+    /// Room for one more key (doubling keeps the table at most half full). Returns the
+    /// old keys when it grew, for the caller to re-insert with their values.
+    fn reserve_one(&mut self) -> Option<Vec<u64>> {
+        if (self.len + 1) * 2 <= self.keys.len() {
+            return None;
+        }
+        let cap = (self.keys.len() * 2).max(MIN_CAP);
+        let old = std::mem::replace(&mut self.keys, vec![0; cap]);
+        self.len = 0;
+        Some(old)
+    }
+}
+
+/// Identity -> u32 (a row index).
+#[derive(Debug, Default, Clone)]
+pub struct IdMap {
+    k: Keys,
+    vals: Vec<u32>,
+}
+
+impl IdMap {
+    pub fn len(&self) -> usize {
+        self.k.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.k.len == 0
+    }
+
+    pub fn get(&self, id: u64) -> Option<u32> {
+        if self.k.keys.is_empty() {
+            return None;
+        }
+        match self.k.find(id) {
+            (i, true) => self.vals.get(i).copied(),
+            _ => None,
+        }
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Sets the value of `id` (0 is not an identity and is ignored).
+    pub fn insert(&mut self, id: u64, v: u32) {
+        if id == 0 {
+            return;
+        }
+        if let Some(old) = self.k.reserve_one() {
+            let old_vals = std::mem::replace(&mut self.vals, vec![0; self.k.keys.len()]);
+            for (k, ov) in old.into_iter().zip(old_vals) {
+                if k != 0 {
+                    let (i, _) = self.k.find(k);
+                    self.k.keys[i] = k;
+                    self.vals[i] = ov;
+                    self.k.len += 1;
+                }
+            }
+        }
+        let (i, found) = self.k.find(id);
+        self.k.keys[i] = id;
+        self.vals[i] = v;
+        if !found {
+            self.k.len += 1;
+        }
+    }
+
+    /// Starts loading the line where `id` is looked up.
+    pub fn prefetch(&self, id: u64) {
+        self.k.prefetch(id);
+    }
+
+    /// Every (identity, value), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.k
+            .keys
+            .iter()
+            .zip(&self.vals)
+            .filter(|(k, _)| **k != 0)
+            .map(|(k, v)| (*k, *v))
+    }
+}
+
+/// A set of identities.
+#[derive(Debug, Default, Clone)]
+pub struct IdSet {
+    k: Keys,
+}
+
+impl IdSet {
+    pub fn len(&self) -> usize {
+        self.k.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.k.len == 0
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        !self.k.keys.is_empty() && self.k.find(id).1
+    }
+
+    /// Adds `id`; false when it was there already (0 is ignored).
+    pub fn insert(&mut self, id: u64) -> bool {
+        if id == 0 || self.contains(id) {
+            return false;
+        }
+        if let Some(old) = self.k.reserve_one() {
+            for k in old.into_iter().filter(|&k| k != 0) {
+                let (i, _) = self.k.find(k);
+                self.k.keys[i] = k;
+                self.k.len += 1;
+            }
+        }
+        let (i, _) = self.k.find(id);
+        self.k.keys[i] = id;
+        self.k.len += 1;
+        true
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.k.keys.iter().copied().filter(|&k| k != 0)
+    }
+
+    pub fn prefetch(&self, id: u64) {
+        self.k.prefetch(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// splitmix64, as the identities are produced
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)).max(1)
+    }
+
+    #[test]
+    fn map_agrees_with_std_through_growth() {
+        let mut m = IdMap::default();
+        let mut sm = HashMap::new();
+        // repeated ids, and ids sharing low bits (same home slot)
+        for i in 0..20_000u64 {
+            let id = if i % 7 == 0 {
+                mix(i / 7)
+            } else if i % 11 == 0 {
+                (i << 20) | 5
+            } else {
+                mix(i)
+            };
+            assert_eq!(m.contains(id), sm.contains_key(&id), "{id}");
+            m.insert(id, i as u32);
+            sm.insert(id, i as u32);
+        }
+        assert_eq!(m.len(), sm.len());
+        for (&k, &v) in &sm {
+            assert_eq!(m.get(k), Some(v));
+        }
+        for i in 100_000..101_000u64 {
+            assert_eq!(m.get(mix(i)), sm.get(&mix(i)).copied());
+        }
+        let mut all: Vec<(u64, u32)> = m.iter().collect();
+        all.sort_unstable();
+        let mut want: Vec<(u64, u32)> = sm.into_iter().collect();
+        want.sort_unstable();
+        assert_eq!(all, want);
+        // 0 is not an identity
+        m.insert(0, 1);
+        assert_eq!(m.get(0), None);
+    }
+}
