@@ -43,8 +43,9 @@ pub struct ListenerConfig {
     /// Requested SO_RCVBUF in bytes. The kernel caps it at net.core.rmem_max
     /// (see deploy/sysctl.d/90-nagare.conf).
     pub receive_buffer_bytes: usize,
-    /// Records handed to the pipeline per batch (a batch also leaves after 50 ms, or
-    /// when the socket goes quiet).
+    /// Decoded records handed to the pipeline at once (at least after every receive
+    /// call). Small enough to stay in the core's cache; the pipeline batches them
+    /// further per shard.
     pub batch_records: usize,
 }
 
@@ -61,7 +62,7 @@ impl Default for ListenerConfig {
             ],
             sockets_per_address: 1,
             receive_buffer_bytes: 32 << 20,
-            batch_records: 4096,
+            batch_records: 512,
         }
     }
 }
@@ -166,9 +167,6 @@ pub fn kernel_drops() -> std::collections::HashMap<u64, u64> {
 }
 
 const BATCH: usize = 64;
-/// Records decoded but not yet handed to the shards wait at most this long (or until
-/// the receive timeout when the socket goes quiet).
-const FLUSH_MS: i64 = 50;
 /// Datagrams arriving less than this apart mean the exporters are busy...
 const BUSY_GAP_MS: i64 = 2;
 /// ...and the receive thread then naps this long after draining the socket.
@@ -422,7 +420,6 @@ fn receive_loop(
     let mut got = Vec::with_capacity(BATCH);
     let mut records: Vec<FlowRecord> = Vec::with_capacity(batch_records + 64);
     let m = &b.metrics;
-    let mut pending_since = now_ms();
     let mut last_data_ms = i64::MIN / 2;
     while !stop.load(Ordering::Relaxed) {
         match rb.recv(fd, &mut got) {
@@ -437,15 +434,14 @@ fn receive_loop(
                     let Some(src) = src else { continue };
                     let len = (*len).min(MAX_DGRAM);
                     let _ = decoder.decode(src.ip(), now, &rb.bufs[i][..len], &mut records);
+                    // small hand-overs keep the decoded records in the core's cache; the
+                    // pipeline batches them for the shards
+                    if records.len() >= batch_records {
+                        sink.ingest(&mut records);
+                    }
                 }
-                // hand over full batches, and whatever waited FLUSH_MS (fewer hand-overs
-                // means fewer shard wake-ups: records become visible at the shards'
-                // one-second tick anyway)
-                if records.is_empty() {
-                    pending_since = now;
-                } else if records.len() >= batch_records || now - pending_since >= FLUSH_MS {
+                if !records.is_empty() {
                     sink.ingest(&mut records);
-                    pending_since = now;
                 }
                 // Under load, a drained socket refills within microseconds: waking up
                 // for every datagram costs more than the datagram. Nap briefly so the
@@ -458,9 +454,8 @@ fn receive_loop(
                 }
             }
             Err(e) => {
-                if !records.is_empty() {
-                    sink.ingest(&mut records);
-                }
+                // the socket is quiet: let the pipeline hand over what it holds
+                sink.ingest(&mut records);
                 match e.kind() {
                     std::io::ErrorKind::WouldBlock
                     | std::io::ErrorKind::TimedOut

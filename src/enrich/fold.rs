@@ -20,7 +20,8 @@
 //! idle longest; taking a slot from a session that was not idle yet is counted
 //! (`capacity_evictions`: raise `max_sessions`). A session idle for longer than the
 //! timeout (by flow time, so back-filled history works too) starts over as a new
-//! session. One lookup touches one set (two cache lines), which
+//! session (idle time is counted in whole seconds). One lookup touches one set (one
+//! cache line of four 16-byte slots), which
 //! [`Folder::prefetch`] can load ahead of time: at high rates nearly every record is a
 //! miss in a table far larger than the caches.
 
@@ -51,19 +52,54 @@ impl Default for FoldLimits {
 /// Slots per set.
 pub const WAYS: usize = 4;
 
+/// A session in 16 bytes (a set of four is one cache line).
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
-    /// key hash (0 = free slot)
-    id: u64,
-    last_ms: i64,
-    /// Observation point owning each direction (lo -> hi, hi -> lo); 0 = none yet.
-    owner_up: u32,
-    owner_down: u32,
-    /// The lower (address, port) end is the client.
-    client_is_lo: bool,
+    /// The key hash with bit 1 set (so never 0: 0 is a free slot) and bit 0 saying
+    /// whether the lower (address, port) end is the client.
+    key: u64,
+    /// Last flow second (low 32 bits, wrapping), then the observation points owning
+    /// each direction (lo -> hi, hi -> lo) as 16-bit tags (0 = none yet).
+    meta: u64,
 }
 
-/// One set: 128 bytes, two cache lines.
+impl Slot {
+    fn ident(h: u64) -> u64 {
+        (h | 2) & !1
+    }
+    fn is(&self, ident: u64) -> bool {
+        self.key & !1 == ident
+    }
+    fn is_free(&self) -> bool {
+        self.key == 0
+    }
+    fn client_is_lo(&self) -> bool {
+        self.key & 1 == 1
+    }
+    fn last_s(&self) -> u32 {
+        self.meta as u32
+    }
+    fn owners(&self) -> (u16, u16) {
+        ((self.meta >> 32) as u16, (self.meta >> 48) as u16)
+    }
+    fn set(&mut self, last_s: u32, owners: (u16, u16)) {
+        self.meta = u64::from(last_s) | (u64::from(owners.0) << 32) | (u64::from(owners.1) << 48);
+    }
+}
+
+/// Seconds from `then` to `now`, both flow seconds wrapped to 32 bits.
+fn age(now: u32, then: u32) -> i64 {
+    i64::from(now.wrapping_sub(then) as i32)
+}
+
+/// The 16-bit tag of an observation point (never 0). Two points reporting one session
+/// share a tag once in 65 535 pairs; their duplicates then count (as they would in a
+/// collector without deduplication).
+fn owner_tag(obs: u32) -> u16 {
+    ((obs ^ (obs >> 16)) as u16).max(1)
+}
+
+/// One set: 64 bytes, one cache line.
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
 struct Set {
@@ -215,12 +251,10 @@ impl Folder {
         #[cfg(target_arch = "x86_64")]
         if let Some(set) = self.sets.get(self.set_of(h)) {
             let p = (set as *const Set).cast::<i8>();
-            // SAFETY: prefetching is a hint and never faults; both addresses are
-            // inside the same 128-byte set
+            // SAFETY: prefetching is a hint and never faults
             unsafe {
                 use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
                 _mm_prefetch::<_MM_HINT_T0>(p);
-                _mm_prefetch::<_MM_HINT_T0>(p.add(64));
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -292,6 +326,9 @@ impl Folder {
         };
         let si = self.set_of(h);
         let idle_ms = self.limits.idle_ms;
+        let ident = Slot::ident(h);
+        let flow_s = flow_ms.div_euclid(1000) as u32;
+        let obs = owner_tag(obs);
         let Some(set) = self.sets.get_mut(si) else {
             // unreachable (set_of is in range); answer as a new session
             return Folded {
@@ -303,18 +340,20 @@ impl Folder {
         let mut hit = None;
         let mut victim = 0;
         for (w, slot) in set.slots.iter().enumerate() {
-            if slot.id == h {
+            if slot.is(ident) {
                 hit = Some(w);
                 break;
             }
             let v = &set.slots[victim];
-            if v.id != 0 && (slot.id == 0 || slot.last_ms < v.last_ms) {
+            if !v.is_free()
+                && (slot.is_free() || age(flow_s, slot.last_s()) > age(flow_s, v.last_s()))
+            {
                 victim = w;
             }
         }
         let mut new_session = false;
         let way = match hit {
-            Some(w) if flow_ms - set.slots[w].last_ms <= idle_ms => w,
+            Some(w) if age(flow_s, set.slots[w].last_s()) * 1000 <= idle_ms => w,
             other => {
                 let w = match other {
                     Some(w) => {
@@ -323,11 +362,11 @@ impl Folder {
                     }
                     None => {
                         let v = &set.slots[victim];
-                        if v.id == 0 {
+                        if v.is_free() {
                             self.used += 1;
                         } else {
                             self.counts.evicted += 1;
-                            if (flow_ms - v.last_ms).abs() <= idle_ms {
+                            if age(flow_s, v.last_s()).abs() * 1000 <= idle_ms {
                                 self.counts.capacity_evictions += 1;
                             }
                         }
@@ -345,25 +384,29 @@ impl Folder {
                     biflow_direction,
                     dst_is_group(),
                 );
-                set.slots[w] = Slot {
-                    id: h,
-                    last_ms: flow_ms,
-                    owner_up: 0,
-                    owner_down: 0,
-                    client_is_lo: (who == Initiator::Src) == src_is_lo,
+                let mut slot = Slot {
+                    key: ident | u64::from((who == Initiator::Src) == src_is_lo),
+                    meta: 0,
                 };
+                slot.set(flow_s, (0, 0));
+                set.slots[w] = slot;
                 w
             }
         };
         let st = &mut set.slots[way];
-        st.last_ms = st.last_ms.max(flow_ms);
+        let last = if age(flow_s, st.last_s()) > 0 {
+            flow_s
+        } else {
+            st.last_s()
+        };
         // Ownership of this record's direction (both directions for biflow records).
         let mut duplicate = false;
+        let (mut up, mut down) = st.owners();
         {
             let (mine, other) = if src_is_lo {
-                (&mut st.owner_up, &mut st.owner_down)
+                (&mut up, &mut down)
             } else {
-                (&mut st.owner_down, &mut st.owner_up)
+                (&mut down, &mut up)
             };
             if *mine == 0 {
                 *mine = obs;
@@ -374,6 +417,7 @@ impl Folder {
                 *other = obs;
             }
         }
+        st.set(last, (up, down));
         if duplicate {
             self.counts.duplicates += 1;
             new_session = false;
@@ -381,7 +425,7 @@ impl Folder {
         if new_session {
             self.counts.sessions_new += 1;
         }
-        let client_is_lo = st.client_is_lo;
+        let client_is_lo = st.client_is_lo();
         Folded {
             src_is_client: client_is_lo == src_is_lo,
             new_session,

@@ -325,6 +325,19 @@ impl FlowIn {
     }
 }
 
+/// Records per shard handed over at once.
+pub const ROUTE_BATCH: usize = 2048;
+/// Longest a routed record waits for its batch to fill, in milliseconds.
+pub const ROUTE_MAX_AGE_MS: i64 = 50;
+
+/// Per-shard batches being filled by the router.
+#[derive(Default)]
+struct Pending {
+    per: Vec<Vec<FlowIn>>,
+    /// when the oldest waiting record arrived
+    since_ms: i64,
+}
+
 /// Emptied batch buffers, handed back by the shards to the router: a batch of a few
 /// thousand records is megabytes, and fresh memory costs page faults on every use.
 pub struct BatchPool {
@@ -380,6 +393,8 @@ pub struct Rollup {
     enricher: Arc<Enricher>,
     senders: arc_swap::ArcSwap<Vec<crossbeam_channel::Sender<Vec<FlowIn>>>>,
     pool: Arc<BatchPool>,
+    /// records routed but not yet handed to their shard
+    pending: std::sync::Mutex<Pending>,
     shards: usize,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     pub shard_metrics: Vec<Arc<ShardMetrics>>,
@@ -458,6 +473,7 @@ impl Rollup {
                 enricher,
                 senders: arc_swap::ArcSwap::from_pointee(senders),
                 pool,
+                pending: std::sync::Mutex::new(Pending::default()),
                 shards,
                 threads: std::sync::Mutex::new(threads),
                 shard_metrics,
@@ -472,7 +488,12 @@ impl Rollup {
         self.shards
     }
 
-    /// Routes a batch of records to the shards (called by listener threads).
+    /// Routes records to the shards (called by listener threads, after every receive).
+    ///
+    /// Records wait in per-shard batches until a batch holds [`ROUTE_BATCH`] records or
+    /// its oldest waited [`ROUTE_MAX_AGE_MS`]: a shard wakes up once per batch, not per
+    /// datagram. An empty `batch` (the listener found its socket quiet) sends whatever
+    /// waits.
     pub fn ingest(&self, batch: &mut Vec<FlowRecord>) {
         let senders = self.senders.load();
         let n = senders.len();
@@ -484,30 +505,47 @@ impl Rollup {
             batch.clear();
             return;
         }
-        let mut per: Vec<Vec<FlowIn>> = (0..n)
-            .map(|_| self.pool.take(batch.len() / n + 64))
-            .collect();
-        for r in batch.iter() {
-            let f = FlowIn::from_record(r);
-            if let Some(v) = per.get_mut(f.shard_of(n)) {
-                v.push(f);
+        let now = crate::daemon::now_ms();
+        let quiet = batch.is_empty();
+        let mut ready: Vec<(usize, Vec<FlowIn>)> = Vec::new();
+        {
+            let mut p = match self.pending.lock() {
+                Ok(p) => p,
+                Err(e) => e.into_inner(),
+            };
+            if p.per.len() != n {
+                p.per = (0..n).map(|_| self.pool.take(ROUTE_BATCH)).collect();
+            }
+            if p.per.iter().all(|v| v.is_empty()) {
+                p.since_ms = now;
+            }
+            for r in batch.iter() {
+                let f = FlowIn::from_record(r);
+                if let Some(v) = p.per.get_mut(f.shard_of(n)) {
+                    v.push(f);
+                }
+            }
+            batch.clear();
+            let old = quiet || now - p.since_ms >= ROUTE_MAX_AGE_MS;
+            for (i, v) in p.per.iter_mut().enumerate() {
+                if v.len() >= ROUTE_BATCH || (old && !v.is_empty()) {
+                    ready.push((i, std::mem::replace(v, self.pool.take(ROUTE_BATCH))));
+                }
+            }
+            if old {
+                p.since_ms = now;
             }
         }
-        batch.clear();
-        for (i, v) in per.into_iter().enumerate() {
-            if v.is_empty() {
-                self.pool.put(v);
-                continue;
-            }
+        for (i, v) in ready {
             let len = v.len() as u64;
-            match senders[i].try_send(v) {
+            let Some(tx) = senders.get(i) else {
+                continue;
+            };
+            match tx.try_send(v) {
                 Ok(()) => {}
                 Err(crossbeam_channel::TrySendError::Full(v)) => {
                     // brief back-pressure into the socket buffer, then drop (counted)
-                    if senders[i]
-                        .send_timeout(v, Duration::from_millis(50))
-                        .is_err()
-                    {
+                    if tx.send_timeout(v, Duration::from_millis(50)).is_err() {
                         self.shard_metrics[i].queue_dropped.add(len);
                     }
                 }
@@ -521,7 +559,9 @@ impl Rollup {
     /// Stops the shards after they drained their queues and flushed every open bucket.
     /// Call after the listeners stopped.
     pub fn stop(&self) {
-        // dropping the senders ends each shard loop once its queue is empty
+        // what the router still holds, then dropping the senders ends each shard loop
+        // once its queue is empty
+        self.ingest(&mut Vec::new());
         self.senders.store(Arc::new(Vec::new()));
         let threads = match self.threads.lock() {
             Ok(mut g) => std::mem::take(&mut *g),
