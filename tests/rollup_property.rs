@@ -428,3 +428,70 @@ fn open_buckets_answer_at_every_resolution() {
     sh.commit_final();
     assert_eq!(read(&store), naive(&all));
 }
+
+/// A cardinality explosion (a scan): past the exactly counted overflow flows, the
+/// overflow's distinct-flow count is an estimate within 5% (three standard errors of
+/// the sketch), in the finest bucket and in the coarse buckets it cascades into; every
+/// other total stays exact.
+#[test]
+fn overflow_flow_count_is_estimated_past_exact_tracking() {
+    let hour = NOW_MS.div_euclid(3_600_000) * 3_600_000;
+    let t_ms = hour + 10 * 60_000 + 5_000;
+    let n: u64 = 30_000;
+    let cap = 10;
+    let t = Tables::build(Inventory::empty(), 1);
+    let flows: Vec<FlowIn> = (0..n)
+        .map(|i| {
+            let mut r = FlowRecord::empty(ExporterId::new("192.0.2.1".parse().unwrap(), 0), 10);
+            r.src = IpAddr::from([10, 1, 0, 1]);
+            r.dst = IpAddr::from([10, 2, (i >> 8) as u8, i as u8]);
+            r.src_port = 40_000;
+            r.dst_port = 22;
+            r.protocol = 6;
+            r.tcp_flags = 0x02;
+            r.bytes = 60;
+            r.packets = 1;
+            r.start_ms = t_ms;
+            r.end_ms = t_ms;
+            FlowIn::from_record(&r)
+        })
+        .collect();
+    let store = Store::new(None, resolutions(cap), 1, 0);
+    let mut sh = Shard::new(
+        0,
+        store.clone(),
+        FoldLimits {
+            max_sessions: 1_000_000,
+            idle_ms: 86_400_000,
+        },
+        Arc::new(ShardMetrics::default()),
+        Arc::new(FoldMetrics::default()),
+    );
+    for chunk in flows.chunks(2048) {
+        sh.ingest(chunk, &t, &GeoTable::default(), t_ms + 1_000);
+    }
+    sh.commit_final();
+    let view = store.view();
+    for idx in &view.closed {
+        let cs: Vec<_> = idx.buckets.values().flatten().collect();
+        assert_eq!(cs.len(), 1, "res {}", idx.res);
+        let c = cs[0];
+        let (rows, bytes, packets, sessions) = c.totals();
+        assert_eq!(c.rows.len(), cap);
+        assert_eq!(
+            (bytes, packets, sessions),
+            (60 * n, n, n),
+            "res {}",
+            idx.res
+        );
+        let want = (n - cap as u64) as f64;
+        let got = c.overflow.flows as f64;
+        assert!(!c.overflow.flows_exact);
+        assert!(
+            (got - want).abs() / want <= 0.05,
+            "res {}: estimated {got} overflowed flows of {want}",
+            idx.res
+        );
+        assert_eq!(rows, cap as u64 + c.overflow.flows);
+    }
+}

@@ -75,8 +75,9 @@ pub struct Overflow {
     pub sessions: u64,
     /// Distinct flows merged here.
     pub flows: u64,
-    /// False when the distinct-flow tracking itself hit its cap (`flows` is then a
-    /// lower bound).
+    /// False when more flows overflowed than are counted one by one (4 096 per bucket):
+    /// `flows` is then a HyperLogLog estimate (1.6% standard error), or a sum over
+    /// merged chunks (which may count a flow more than once).
     pub flows_exact: bool,
 }
 

@@ -177,6 +177,63 @@ impl IdSet {
     }
 }
 
+/// Registers of a [`Sketch`] (2^12: 4 KiB, standard error 1.04/sqrt(4096) = 1.6%).
+const SKETCH_BITS: u32 = 12;
+
+/// A HyperLogLog estimate of how many distinct identities were added, in fixed memory.
+#[derive(Debug, Clone)]
+pub struct Sketch {
+    regs: Box<[u8]>,
+}
+
+impl Default for Sketch {
+    fn default() -> Self {
+        Self {
+            regs: vec![0; 1 << SKETCH_BITS].into_boxed_slice(),
+        }
+    }
+}
+
+impl Sketch {
+    pub fn add(&mut self, id: u64) {
+        let i = (id >> (64 - SKETCH_BITS)) as usize;
+        // rank of the first 1 bit in the rest (a guard bit bounds it)
+        let rest = (id << SKETCH_BITS) | (1 << (SKETCH_BITS - 1));
+        let rank = rest.leading_zeros() as u8 + 1;
+        if let Some(r) = self.regs.get_mut(i)
+            && rank > *r
+        {
+            *r = rank;
+        }
+    }
+
+    /// Adds everything `other` saw.
+    pub fn merge(&mut self, other: &Sketch) {
+        for (a, b) in self.regs.iter_mut().zip(other.regs.iter()) {
+            *a = (*a).max(*b);
+        }
+    }
+
+    pub fn estimate(&self) -> u64 {
+        let m = self.regs.len() as f64;
+        let mut sum = 0.0;
+        let mut zeros = 0usize;
+        for &r in self.regs.iter() {
+            sum += f64::powi(2.0, -i32::from(r));
+            zeros += usize::from(r == 0);
+        }
+        let alpha = 0.7213 / (1.0 + 1.079 / m);
+        let raw = alpha * m * m / sum;
+        let e = if raw <= 2.5 * m && zeros > 0 {
+            // small range: linear counting
+            m * (m / zeros as f64).ln()
+        } else {
+            raw
+        };
+        e.round() as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +245,29 @@ mod tests {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         (z ^ (z >> 31)).max(1)
+    }
+
+    /// Within 5% (three standard errors) from a thousand to a million distinct
+    /// identities, duplicates not counted, and a merge estimates the union.
+    #[test]
+    fn sketch_estimates_distinct_counts() {
+        for n in [1_000u64, 30_000, 1_000_000] {
+            let mut s = Sketch::default();
+            for i in 0..n {
+                s.add(mix(i));
+                s.add(mix(i / 2)); // repeats
+            }
+            let e = s.estimate() as f64;
+            assert!((e - n as f64).abs() / n as f64 <= 0.05, "{n}: {e}");
+        }
+        let (mut a, mut b) = (Sketch::default(), Sketch::default());
+        for i in 0..60_000u64 {
+            a.add(mix(i));
+            b.add(mix(i + 30_000));
+        }
+        a.merge(&b);
+        let e = a.estimate() as f64;
+        assert!((e - 90_000.0).abs() / 90_000.0 <= 0.05, "{e}");
     }
 
     #[test]

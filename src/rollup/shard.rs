@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 use rustc_hash::FxHashMap;
 
 use super::chunk::{Chunk, ChunkBuilder, IfaceRow, ObsPoint, Overflow, Row};
-use super::idtable::{IdMap, IdSet};
+use super::idtable::{IdMap, IdSet, Sketch};
 use super::store::Store;
 use super::{Enriched, FlowIn, ResolutionConfig, ShardMetrics};
 use crate::enrich::fold::{FoldLimits, FoldMetrics, Folder, session_hash};
@@ -18,9 +18,10 @@ use crate::enrich::geoip::GeoTable;
 use crate::enrich::{Tables, classify};
 use crate::model::ip_to_u128;
 
-/// Distinct overflowed flows tracked per bucket (past it the overflow's flow count is a
-/// lower bound).
-const OVERFLOW_TRACK: usize = 250_000;
+/// Distinct overflowed flows counted exactly per bucket; past it the overflow's flow
+/// count is a HyperLogLog estimate (1.6% standard error, 4 KiB per bucket): exact
+/// tracking of a cardinality explosion would cost memory and a cache miss per record.
+const OVERFLOW_TRACK: usize = 4_096;
 /// Observation points a shard interns; past it they share id 0.
 const MAX_OBS: usize = 1 << 20;
 /// A bucket that receives late records stays open this long after it reopened.
@@ -69,8 +70,11 @@ struct OpenBucket {
     opened_ms: i64,
     /// row identity ([`row_hash`]) -> index in `rows`
     index: IdMap,
-    /// Flows in the overflow (a flow is a row or here, never both).
+    /// Flows in the overflow (a flow is a row or here, never both), the first
+    /// OVERFLOW_TRACK of them
     overflow_keys: IdSet,
+    /// every flow in the overflow (allocated at the first)
+    overflow_sketch: Option<Sketch>,
     rows: Vec<Row>,
     /// identity of each row
     row_ids: Vec<u64>,
@@ -131,6 +135,7 @@ impl OpenBucket {
                 ..Default::default()
             },
             overflow_keys: IdSet::default(),
+            overflow_sketch: None,
             ifaces: FxHashMap::default(),
             covers: Vec::new(),
             published: None,
@@ -164,13 +169,31 @@ impl OpenBucket {
     }
 
     fn count_overflow_flow(&mut self, id: u64) {
+        self.overflow_sketch
+            .get_or_insert_with(Sketch::default)
+            .add(id);
+        if !self.overflow.flows_exact {
+            return;
+        }
         if self.overflow_keys.len() < OVERFLOW_TRACK {
             if self.overflow_keys.insert(id) {
                 self.overflow.flows += 1;
             }
-        } else if self.overflow.flows_exact && !self.overflow_keys.contains(id) {
+        } else if !self.overflow_keys.contains(id) {
             self.overflow.flows_exact = false;
         }
+    }
+
+    /// The overflow as stored: an exact distinct-flow count, or the sketch's estimate
+    /// (never below what was counted exactly).
+    fn overflow_totals(&self) -> Overflow {
+        let mut o = self.overflow;
+        if !o.flows_exact
+            && let Some(s) = &self.overflow_sketch
+        {
+            o.flows = o.flows.max(s.estimate());
+        }
+        o
     }
 
     /// Adds `a` (its port and protocol set) to the row `id`, creating it below the cap
@@ -644,14 +667,22 @@ impl Shard {
             t.dst_bytes = t.dst_bytes.saturating_add(o.dst_bytes);
             t.packets = t.packets.saturating_add(o.packets);
             t.sessions = t.sessions.saturating_add(o.sessions);
-            if !o.flows_exact {
-                t.flows_exact = false;
-            }
-            for k in fine.overflow_keys.iter() {
-                // a flow with a row here is counted by its row (its overflowed traffic
-                // is in the overflow totals)
-                if !bucket.index.contains(k) {
-                    bucket.count_overflow_flow(k);
+            if o.flows_exact {
+                for k in fine.overflow_keys.iter() {
+                    // a flow with a row here is counted by its row (its overflowed
+                    // traffic is in the overflow totals)
+                    if !bucket.index.contains(k) {
+                        bucket.count_overflow_flow(k);
+                    }
+                }
+            } else {
+                // the finer bucket only has an estimate: so does this one
+                bucket.overflow.flows_exact = false;
+                if let Some(s) = &fine.overflow_sketch {
+                    bucket
+                        .overflow_sketch
+                        .get_or_insert_with(Sketch::default)
+                        .merge(s);
                 }
             }
             for (&id, accs) in &fine.ifaces {
@@ -748,7 +779,7 @@ impl Shard {
             rows,
             outer,
             ifaces,
-            overflow: b.overflow,
+            overflow: b.overflow_totals(),
         }
     }
 
