@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# Ingest benchmark: nagare (decode + enrichment + folding + rollups at three
-# resolutions) against nfcapd (nfdump) and nfacctd (pmacct), each driven by the same
-# neutral load generator (../shared/tools/nfblast.c) at increasing rates.
+# Ingest benchmark: nagare (decode + enrichment + session folding + rollups) against
+# nfcapd (nfdump) and nfacctd (pmacct), each driven by the same neutral load generator
+# (../shared/tools/nfblast.c: every record a new flow) at increasing rates.
 #
-# For every collector and rate: records sent, records stored, kernel socket drops, and
-# the collector's CPU time per million records. A rate is lossless when every record
-# sent was stored. The report ends with each collector's highest lossless rate and its
-# CPU per million records at the highest rate all three handled, with nagare / nfcapd
-# ratios.
+# Every collector gets the same socket receive buffer (32 MiB requested; the kernel
+# caps it at net.core.rmem_max). For every collector and rate: a fresh collector, a
+# warm-up of WARMUP seconds at the rate (tables, buffers and caches filled, as in a
+# running collector), then SECONDS of measured load. Reported: records sent and stored
+# (all phases), kernel socket drops, and the collector's CPU time (user + system, all
+# threads) during the measured phase and the drain after it, per million records. A
+# rate is lossless when every record sent was stored.
 #
-# Usage: benches/ingest.sh [--version 9] [--seconds 4] [--rates "50000 100000 ..."]
+# Usage: benches/ingest.sh [--version 9] [--seconds 4] [--warmup 2]
+#                          [--rates "100000 400000 ..."]
 # Needs: gcc, nfcapd + nfdump, nfacctd (pmacct). Run from the repository root.
 set -euo pipefail
 
 VERSION=9
 SECONDS_PER_RUN=4
-RATES="50000 100000 200000 400000 800000"
+WARMUP=2
+RATES="100000 200000 400000 800000 1600000 3200000"
+RCVBUF=33554432
 while [ $# -gt 0 ]; do
   case "$1" in
     --version) VERSION=$2; shift 2 ;;
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
     --rates) RATES=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -64,11 +70,12 @@ nagare_stored() {
   curl -s "http://127.0.0.1:$1/metrics" | awk '/^nagare_rollup_records_total/ {s+=$2} END {printf "%d\n", s}'
 }
 
-# run_one COLLECTOR RATE -> prints "sent stored drops cpu_ticks"
+# run_one COLLECTOR RATE -> prints "sent stored drops cpu_ticks measured_records"
 run_one() {
-  local c=$1 rate=$2 port pids dir n
+  local c=$1 rate=$2 port pids dir n w
   port=$(free_port)
   n=$((rate * SECONDS_PER_RUN))
+  w=$((rate * WARMUP))
   dir=$WORK/$c-$rate
   mkdir -p "$dir"
   case $c in
@@ -79,7 +86,7 @@ run_one() {
       for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http/healthz" >/dev/null && break; sleep 0.1; done
       ;;
     nfcapd)
-      nfcapd -w "$dir" -b 127.0.0.1 -p $port -t 3600 >/dev/null 2>&1 &
+      nfcapd -w "$dir" -b 127.0.0.1 -p $port -t 3600 -B $RCVBUF >/dev/null 2>&1 &
       pids=$!
       sleep 1
       ;;
@@ -94,16 +101,20 @@ print_output[p]: csv
 print_output_file[p]: $dir/out.csv
 print_output_file_append[p]: true
 print_refresh_time[p]: 1
-nfacctd_pipe_size: 33554432
+nfacctd_pipe_size: $RCVBUF
 EOF
       nfacctd -f "$dir/nfacctd.conf" >/dev/null 2>&1 &
       pids=$!
       sleep 1
       ;;
   esac
+  if [ "$w" -gt 0 ]; then
+    "$WORK/nfblast" -p $port -v "$VERSION" -r "$rate" -n "$w" -s 1 >/dev/null
+    sleep 1
+  fi
   local all; all="$pids $({ pgrep -P "$pids" || true; } | tr '\n' ' ')"
   local cpu0; cpu0=$(cpu_of $all)
-  "$WORK/nfblast" -p $port -v "$VERSION" -r "$rate" -n "$n" >/dev/null
+  "$WORK/nfblast" -p $port -v "$VERSION" -r "$rate" -n "$n" -s 2 >/dev/null
   # drain: until the stored count stops moving (nagare) or a fixed settle time
   local stored=0
   if [ "$c" = nagare ]; then
@@ -131,18 +142,17 @@ EOF
       stored=$(awk -F, '$1!="PROTOCOL" {s+=$2} END {printf "%d\n", s}' "$dir/out.csv" 2>/dev/null)
       ;;
   esac
-  echo "$n ${stored:-0} $drops $((cpu1 - cpu0))"
+  echo "$((n + w)) ${stored:-0} $drops $((cpu1 - cpu0)) $n"
 }
 
 echo
-echo "== ingest: NetFlow v$VERSION from nfblast, ${SECONDS_PER_RUN}s per rate, $(nproc) cores =="
+echo "== ingest: NetFlow v$VERSION from nfblast, ${WARMUP}s warm-up + ${SECONDS_PER_RUN}s measured per rate, $(nproc) cores =="
 printf "%-8s %10s %10s %10s %8s %12s\n" collector "rate/s" sent stored drops "CPU s/1M rec"
 declare -A BEST CPU_AT
 for rate in $RATES; do
   for c in nagare nfcapd nfacctd; do
-    read -r sent stored drops ticks < <(run_one $c $rate)
-    cpu_s=$(awk -v t=$ticks -v hz=$TICK 'BEGIN {printf "%.3f", t / hz}')
-    per_m=$(awk -v t=$ticks -v hz=$TICK -v n=$stored 'BEGIN {if (n > 0) printf "%.3f", (t / hz) / (n / 1e6); else print "-"}')
+    read -r sent stored drops ticks measured < <(run_one $c $rate)
+    per_m=$(awk -v t=$ticks -v hz=$TICK -v n=$measured 'BEGIN {if (n > 0) printf "%.3f", (t / hz) / (n / 1e6); else print "-"}')
     mark=""
     if [ "$stored" = "$sent" ]; then
       BEST[$c]=$rate
@@ -170,3 +180,11 @@ fi
 if [ -n "$common" ]; then
   awk -v a=${CPU_AT[nagare,$common]} -v b=${CPU_AT[nfcapd,$common]} 'BEGIN {printf "nagare / nfcapd CPU per record at %s/s: %.2f\n", "'$common'", a / b}'
 fi
+echo
+echo "== CPU per record, nagare / nfcapd, at every rate both stored losslessly =="
+for rate in $RATES; do
+  if [ -n "${CPU_AT[nagare,$rate]:-}" ] && [ -n "${CPU_AT[nfcapd,$rate]:-}" ]; then
+    awk -v r=$rate -v a=${CPU_AT[nagare,$rate]} -v b=${CPU_AT[nfcapd,$rate]} \
+      'BEGIN {printf "%10s/s  nagare %6.3f  nfcapd %6.3f  ratio %.2f\n", r, a, b, a / b}'
+  fi
+done

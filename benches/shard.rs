@@ -2,9 +2,10 @@
 //! accumulate a stream at a given rate (flow time = wall time of the simulated stream).
 //!
 //! Two streams: `unique` (every record a new flow and session, as nfblast sends) and
-//! `site` (the 500-VM data centre of `nagare gen`). Records go in batches of 2048,
-//! through a router into two shards, as in the daemon; a shard tick runs every
-//! simulated second (publishing open buckets, closing due ones).
+//! `site` (two hours of the 500-VM data centre of `nagare gen`, with its inventory,
+//! replayed in a loop at the rate with fresh timestamps: flows repeat, as they do).
+//! Records are routed into two shards in batches of 2048, as in the daemon; a shard
+//! tick runs every simulated second (publishing open buckets, closing due ones).
 //!
 //! Usage: cargo bench --bench shard [-- SECONDS RATE]
 
@@ -16,6 +17,8 @@ use nagare::enrich::Tables;
 use nagare::enrich::fold::{FoldLimits, FoldMetrics};
 use nagare::enrich::geoip::GeoTable;
 use nagare::enrich::inventory::Inventory;
+use nagare::generate::site_for;
+use nagare::generate::to_flow_record;
 use nagare::model::{ExporterId, FlowRecord};
 use nagare::rollup::shard::Shard;
 use nagare::rollup::store::Store;
@@ -45,11 +48,16 @@ fn unique(i: u64, t_ms: i64) -> FlowRecord {
     r
 }
 
-fn run(name: &str, seconds: i64, rate: u64, make: &dyn Fn(u64, i64) -> FlowRecord) {
+fn run(
+    name: &str,
+    seconds: i64,
+    rate: u64,
+    tables: &Tables,
+    geo: &GeoTable,
+    make: &dyn Fn(u64, i64) -> FlowRecord,
+) {
     let cfg = RollupConfig::default();
     let store = Store::new(None, cfg.resolutions().unwrap(), SHARDS, 0);
-    let tables = Tables::build(Inventory::empty(), 1);
-    let geo = GeoTable::default();
     let mut shards: Vec<Shard> = (0..SHARDS)
         .map(|i| {
             Shard::new(
@@ -81,7 +89,7 @@ fn run(name: &str, seconds: i64, rate: u64, make: &dyn Fn(u64, i64) -> FlowRecor
             per[f.shard_of(SHARDS)].push(f);
         }
         for (s, v) in shards.iter_mut().zip(per.iter_mut()) {
-            s.ingest(v, &tables, &geo, t_ms);
+            s.ingest(v, tables, geo, t_ms);
             v.clear();
         }
         if t_ms / 1000 > ticked_s {
@@ -106,5 +114,34 @@ fn main() {
         .collect();
     let seconds: i64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(10);
     let rate: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(400_000);
-    run("unique", seconds, rate, &unique);
+    run(
+        "unique",
+        seconds,
+        rate,
+        &Tables::build(Inventory::empty(), 1),
+        &GeoTable::default(),
+        &unique,
+    );
+
+    let site = site_for("127.0.0.1:2055".parse().unwrap(), 500);
+    let inv = Inventory::parse(&site.inventory_toml(), "bench").unwrap();
+    let geo = GeoTable::from_prefixes(
+        site.geo_prefixes()
+            .into_iter()
+            .map(|(n, c)| (n, nagare::enrich::countries::pack(c))),
+    );
+    let t0 = 1_764_000_000_000;
+    let recs: Vec<FlowRecord> = site
+        .generate(t0, t0 + 2 * 3_600_000, 1.0, 3)
+        .iter()
+        .map(|g| to_flow_record(g, site.exporter_ip(g.source)))
+        .collect();
+    let replay = |i: u64, t_ms: i64| {
+        let mut r = recs[(i % recs.len() as u64) as usize];
+        let d = r.end_ms - r.start_ms;
+        r.end_ms = t_ms;
+        r.start_ms = t_ms - d.clamp(0, 60_000);
+        r
+    };
+    run("site", seconds, rate, &Tables::build(inv, 1), &geo, &replay);
 }
