@@ -113,7 +113,7 @@ pub struct ResolutionConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RollupConfig {
-    /// Shard threads (0 = one per CPU, at most 8).
+    /// Shard threads (0 = one per CPU but one, at least 1, at most 8).
     pub shards: usize,
     /// Batches of flows queued per shard; a full queue drops the batch (counted).
     pub queue_batches: usize,
@@ -167,8 +167,10 @@ impl Default for RollupConfig {
 impl RollupConfig {
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {
+            // a core is left to the receive threads
             std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
+                .saturating_sub(1)
                 .clamp(1, 8)
         } else {
             self.shards.min(64)
