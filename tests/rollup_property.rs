@@ -128,10 +128,10 @@ type FlowKeys = HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, u8)>>;
 /// The same as stored (the exporter by address).
 type StoredKeys = HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, IpAddr)>>;
 
-fn run(sessions: &[Session], cap: usize, shards: usize) -> (PerBucket, PerBucket) {
-    // One generated session per 5-tuple (two would be one session to any collector).
+/// One generated session per 5-tuple (two would be one session to any collector).
+fn distinct_sessions(sessions: &[Session]) -> Vec<Session> {
     let mut seen = BTreeSet::new();
-    let sessions: Vec<Session> = sessions
+    sessions
         .iter()
         .filter(|s| {
             let a = (s.client, s.cport);
@@ -139,31 +139,20 @@ fn run(sessions: &[Session], cap: usize, shards: usize) -> (PerBucket, PerBucket
             seen.insert((a.min(b), a.max(b), s.proto))
         })
         .cloned()
-        .collect();
-    let sessions = &sessions[..];
-    let t = Tables::build(Inventory::empty(), 1);
-    // records in time order, as an exporter would send them
-    let mut recs: Vec<(i64, usize, FlowIn)> = Vec::new();
-    for (si, s) in sessions.iter().enumerate() {
-        let mut rs = s.records.clone();
-        rs.sort_by_key(|r| r.0);
-        for (k, r) in rs.iter().enumerate() {
-            let f = flow_in(s, *r, k == 0);
-            recs.push((f.start_ms, si, f));
-        }
-    }
-    recs.sort_by_key(|r| (r.0, r.1));
+        .collect()
+}
 
-    // Naive: per (resolution, bucket).
-    let mut naive: BTreeMap<(u32, i64), Tot> = BTreeMap::new();
+/// Naive totals per (resolution, bucket) of records (start ms, session, flow).
+fn naive_totals(sessions: &[Session], recs: &[(i64, usize, FlowIn)]) -> PerBucket {
+    let mut tot: PerBucket = BTreeMap::new();
     let mut keys: FlowKeys = HashMap::new();
-    let mut seen_session: BTreeSet<usize> = BTreeSet::new();
-    for (ms, si, f) in &recs {
+    let mut seen_session = BTreeSet::new();
+    for (ms, si, f) in recs {
         let s = &sessions[*si];
         let new_session = seen_session.insert(*si);
         for res in [60u32, 300, 3600] {
             let b = (ms / 1000).div_euclid(i64::from(res)) * i64::from(res);
-            let e = naive.entry((res, b)).or_default();
+            let e = tot.entry((res, b)).or_default();
             e.bytes += f.bytes;
             e.packets += f.packets;
             e.sessions += u64::from(new_session);
@@ -177,8 +166,29 @@ fn run(sessions: &[Session], cap: usize, shards: usize) -> (PerBucket, PerBucket
         }
     }
     for (k, v) in keys {
-        naive.get_mut(&k).unwrap().flows = v.len() as u64;
+        if let Some(e) = tot.get_mut(&k) {
+            e.flows = v.len() as u64;
+        }
     }
+    tot
+}
+
+fn run(sessions: &[Session], cap: usize, shards: usize) -> (PerBucket, PerBucket) {
+    let sessions = &distinct_sessions(sessions)[..];
+    let t = Tables::build(Inventory::empty(), 1);
+    // records in time order, as an exporter would send them
+    let mut recs: Vec<(i64, usize, FlowIn)> = Vec::new();
+    for (si, s) in sessions.iter().enumerate() {
+        let mut rs = s.records.clone();
+        rs.sort_by_key(|r| r.0);
+        for (k, r) in rs.iter().enumerate() {
+            let f = flow_in(s, *r, k == 0);
+            recs.push((f.start_ms, si, f));
+        }
+    }
+    recs.sort_by_key(|r| (r.0, r.1));
+
+    let naive = naive_totals(sessions, &recs);
 
     // Rollups.
     let store = Store::new(None, resolutions(cap), shards, 0);
@@ -290,15 +300,7 @@ fn open_buckets_answer_at_every_resolution() {
             start: (i * 7 % 1200) as u32,
         })
         .collect();
-    let mut seen = BTreeSet::new();
-    let sessions: Vec<Session> = sessions
-        .into_iter()
-        .filter(|s| {
-            let a = (s.client, s.cport);
-            let b = (s.server, s.sport);
-            seen.insert((a.min(b), a.max(b), s.proto))
-        })
-        .collect();
+    let sessions = distinct_sessions(&sessions);
     let t = Tables::build(Inventory::empty(), 1);
     let mut recs: Vec<(i64, usize, FlowIn)> = Vec::new();
     for (si, s) in sessions.iter().enumerate() {
@@ -318,35 +320,7 @@ fn open_buckets_answer_at_every_resolution() {
         f
     };
 
-    let naive = |recs: &[(i64, usize, FlowIn)]| -> PerBucket {
-        let mut tot: PerBucket = BTreeMap::new();
-        let mut keys: FlowKeys = HashMap::new();
-        let mut seen_session = BTreeSet::new();
-        for (ms, si, f) in recs {
-            let s = &sessions[*si];
-            let new_session = seen_session.insert(*si);
-            for res in [60u32, 300, 3600] {
-                let b = (ms / 1000).div_euclid(i64::from(res)) * i64::from(res);
-                let e = tot.entry((res, b)).or_default();
-                e.bytes += f.bytes;
-                e.packets += f.packets;
-                e.sessions += u64::from(new_session);
-                keys.entry((res, b)).or_default().insert((
-                    ip(s.client),
-                    ip(s.server),
-                    s.sport,
-                    s.proto,
-                    s.exporter,
-                ));
-            }
-        }
-        for (k, v) in keys {
-            if let Some(e) = tot.get_mut(&k) {
-                e.flows = v.len() as u64;
-            }
-        }
-        tot
-    };
+    let naive = |recs: &[(i64, usize, FlowIn)]| naive_totals(&sessions, recs);
     // totals per (resolution, bucket) from what a query at that resolution reads;
     // flows are distinct (client, server, port, proto, exporter) across chunks
     let read = |store: &Store| -> PerBucket {

@@ -315,15 +315,7 @@ impl Folder {
         obs: u32,
         flow_ms: i64,
     ) -> Folded {
-        let src_is_lo = {
-            let (s, d) = (ip_to_u128(src), ip_to_u128(dst));
-            let (sp, dp) = if proto == 1 || proto == 58 {
-                (0, 0)
-            } else {
-                (src_port, dst_port)
-            };
-            (s, sp) <= (d, dp)
-        };
+        let (.., src_is_lo) = canonical(src, src_port, dst, dst_port, proto);
         let si = self.set_of(h);
         let idle_ms = self.limits.idle_ms;
         let ident = Slot::ident(h);
