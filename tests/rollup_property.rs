@@ -128,6 +128,20 @@ type FlowKeys = HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, u8)>>;
 /// The same as stored (the exporter by address).
 type StoredKeys = HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, IpAddr)>>;
 
+/// A shard of `store` whose sessions never idle out within a test.
+fn shard(id: usize, store: &Arc<Store>) -> Shard {
+    Shard::new(
+        id,
+        store.clone(),
+        FoldLimits {
+            max_sessions: 1_000_000,
+            idle_ms: 86_400_000,
+        },
+        Arc::new(ShardMetrics::default()),
+        Arc::new(FoldMetrics::default()),
+    )
+}
+
 /// One generated session per 5-tuple (two would be one session to any collector).
 fn distinct_sessions(sessions: &[Session]) -> Vec<Session> {
     let mut seen = BTreeSet::new();
@@ -192,20 +206,7 @@ fn run(sessions: &[Session], cap: usize, shards: usize) -> (PerBucket, PerBucket
 
     // Rollups.
     let store = Store::new(None, resolutions(cap), shards, 0);
-    let mut sh: Vec<Shard> = (0..shards)
-        .map(|i| {
-            Shard::new(
-                i,
-                store.clone(),
-                FoldLimits {
-                    max_sessions: 1_000_000,
-                    idle_ms: 86_400_000,
-                },
-                Arc::new(ShardMetrics::default()),
-                Arc::new(FoldMetrics::default()),
-            )
-        })
-        .collect();
+    let mut sh: Vec<Shard> = (0..shards).map(|i| shard(i, &store)).collect();
     for chunk in recs.chunks(37) {
         let mut per: Vec<Vec<FlowIn>> = vec![vec![]; shards];
         for (_, _, f) in chunk {
@@ -356,16 +357,7 @@ fn open_buckets_answer_at_every_resolution() {
     };
 
     let store = Store::new(None, resolutions(100_000), 1, 0);
-    let mut sh = Shard::new(
-        0,
-        store.clone(),
-        FoldLimits {
-            max_sessions: 1_000_000,
-            idle_ms: 86_400_000,
-        },
-        Arc::new(ShardMetrics::default()),
-        Arc::new(FoldMetrics::default()),
-    );
+    let mut sh = shard(0, &store);
     let flows: Vec<FlowIn> = recs.iter().map(|r| r.2).collect();
     sh.ingest(&flows, &t, &GeoTable::default(), now);
     // everything open
@@ -431,16 +423,7 @@ fn overflow_flow_count_is_estimated_past_exact_tracking() {
         })
         .collect();
     let store = Store::new(None, resolutions(cap), 1, 0);
-    let mut sh = Shard::new(
-        0,
-        store.clone(),
-        FoldLimits {
-            max_sessions: 1_000_000,
-            idle_ms: 86_400_000,
-        },
-        Arc::new(ShardMetrics::default()),
-        Arc::new(FoldMetrics::default()),
-    );
+    let mut sh = shard(0, &store);
     for chunk in flows.chunks(2048) {
         sh.ingest(chunk, &t, &GeoTable::default(), t_ms + 1_000);
     }
