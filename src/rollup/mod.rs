@@ -177,6 +177,22 @@ impl RollupConfig {
         }
     }
 
+    /// Each shard's session table limits. The tables are allocated at start (16 bytes
+    /// per session), so an oversized cap is a configuration error, not an abort.
+    pub fn fold_limits(&self, shards: usize) -> Result<FoldLimits, RollupError> {
+        if self.max_sessions > MAX_SESSIONS {
+            return Err(RollupError::Config(format!(
+                "max_sessions = {} would allocate {} MiB at start (16 bytes each); at most {MAX_SESSIONS}",
+                self.max_sessions,
+                self.max_sessions / (1 << 16)
+            )));
+        }
+        Ok(FoldLimits {
+            max_sessions: (self.max_sessions / shards.max(1)).max(1024),
+            idle_ms: self.session_idle.secs().map_err(RollupError::Config)? * 1000,
+        })
+    }
+
     /// Validated resolutions, finest first.
     pub fn resolutions(&self) -> Result<Vec<ResolutionConfig>, RollupError> {
         let max_future = self.max_future.secs().map_err(RollupError::Config)?;
@@ -327,6 +343,9 @@ impl FlowIn {
     }
 }
 
+/// Largest `rollup.max_sessions` (4 GiB of session tables).
+pub const MAX_SESSIONS: usize = 1 << 28;
+
 /// Records per shard handed over at once.
 pub const ROUTE_BATCH: usize = 2048;
 /// Longest a routed record waits for its batch to fill, in milliseconds.
@@ -420,11 +439,8 @@ impl Rollup {
             shards,
             cfg.memory_budget_bytes,
         );
+        let fold = cfg.fold_limits(shards)?;
         let report = store.load(crate::daemon::now_ms() / 1000, &caps)?;
-        let fold = FoldLimits {
-            max_sessions: (cfg.max_sessions / shards).max(1024),
-            idle_ms: cfg.session_idle.secs().map_err(RollupError::Config)? * 1000,
-        };
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         let mut shard_metrics = Vec::new();
@@ -849,4 +865,22 @@ pub fn country_name(c: countries::CountryCode) -> &'static str {
 /// The address family of an endpoint as text (for exports).
 pub fn family(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() { "ipv4" } else { "ipv6" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_cap_is_split_over_shards_and_bounded() {
+        let cfg = RollupConfig::default();
+        let l = cfg.fold_limits(2).unwrap();
+        assert_eq!((l.max_sessions, l.idle_ms), (1_000_000, 300_000));
+        let big = RollupConfig {
+            max_sessions: MAX_SESSIONS + 1,
+            ..RollupConfig::default()
+        };
+        let e = big.fold_limits(1).unwrap_err().to_string();
+        assert!(e.contains("max_sessions") && e.contains("4096 MiB"), "{e}");
+    }
 }
