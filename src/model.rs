@@ -238,6 +238,20 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A 64-bit hash of a key whose every bit depends on every input bit: FxHash, whose
+/// last step leaves low-entropy high bits for structured input, finished with the
+/// splitmix64 avalanche. Tables can use any bits of it, and 64-bit collisions are as
+/// rare as random ones.
+pub fn hash64<T: std::hash::Hash + ?Sized>(v: &T) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    v.hash(&mut h);
+    let mut z = h.finish();
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A compact, totally ordered, hashable form of an address for keys: IPv4 is mapped
 /// into ::ffff:0:0/96 so one `u128` holds both families.
 pub fn ip_to_u128(ip: IpAddr) -> u128 {

@@ -193,18 +193,9 @@ pub fn session_hash(
     proto: u8,
 ) -> u64 {
     let (lo, lo_port, hi, hi_port, _) = canonical(src, src_port, dst, dst_port, proto);
-    let mut h = FxHasher::default();
-    lo.hash(&mut h);
-    hi.hash(&mut h);
-    lo_port.hash(&mut h);
-    hi_port.hash(&mut h);
-    proto.hash(&mut h);
-    // finalizer (splitmix64): every bit depends on every input bit, so the set index
-    // and the identity are independent
-    let mut z = h.finish();
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)).max(1)
+    // every bit depends on every input bit: the set index and the identity are
+    // independent
+    crate::model::hash64(&(lo, hi, lo_port, hi_port, proto)).max(1)
 }
 
 impl Folder {
@@ -261,44 +252,10 @@ impl Folder {
         let _ = h;
     }
 
-    /// Folds one record (its effective 5-tuple: tenant pair for overlays).
-    #[allow(clippy::too_many_arguments)]
-    pub fn fold(
-        &mut self,
-        src: std::net::IpAddr,
-        src_port: u16,
-        dst: std::net::IpAddr,
-        dst_port: u16,
-        proto: u8,
-        tcp_flags: u16,
-        biflow_direction: u8,
-        biflow: bool,
-        dst_is_group: bool,
-        obs: u32,
-        flow_ms: i64,
-        m: &FoldMetrics,
-    ) -> Folded {
-        let h = session_hash(src, src_port, dst, dst_port, proto);
-        let f = self.fold_hashed(
-            h,
-            src,
-            src_port,
-            dst,
-            dst_port,
-            proto,
-            tcp_flags,
-            biflow_direction,
-            biflow,
-            || dst_is_group,
-            obs,
-            flow_ms,
-        );
-        self.publish(m);
-        f
-    }
-
-    /// [`Self::fold`] with the record's [`session_hash`] already computed; the counts
-    /// reach the metrics at the next [`Self::publish`].
+    /// Folds one record (its effective 5-tuple: tenant pair for overlays), given its
+    /// [`session_hash`]. `dst_is_group` (multicast or broadcast destination) is asked
+    /// only for a new session. The counts reach the metrics at the next
+    /// [`Self::publish`].
     #[allow(clippy::too_many_arguments)]
     pub fn fold_hashed(
         &mut self,
@@ -463,20 +420,23 @@ mod tests {
         obs: u32,
         t: i64,
     ) -> Folded {
-        folder.fold(
-            src.parse().unwrap(),
+        let (src, dst) = (src.parse().unwrap(), dst.parse().unwrap());
+        let folded = folder.fold_hashed(
+            session_hash(src, sp, dst, dp, 6),
+            src,
             sp,
-            dst.parse().unwrap(),
+            dst,
             dp,
             6,
             flags,
             255,
             false,
-            false,
+            || false,
             obs,
             t,
-            m,
-        )
+        );
+        folder.publish(m);
+        folded
     }
 
     #[test]

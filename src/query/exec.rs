@@ -6,12 +6,12 @@
 //! group).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Value as J, json};
 
 use super::ast::{Agg, CmpOp};
@@ -573,14 +573,7 @@ impl Acc {
 }
 
 fn flow_hash(s: u128, d: u128, port: u16, proto: u8) -> u64 {
-    let mut h = FxHasher::default();
-    (s, d, port, proto).hash(&mut h);
-    // FxHash's last step leaves low-entropy high bits for structured input: finish
-    // with a full avalanche so that 64-bit collisions are as rare as random ones
-    let mut z = h.finish();
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    crate::model::hash64(&(s, d, port, proto))
 }
 
 struct Scan<'a> {

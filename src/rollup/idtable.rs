@@ -59,6 +59,16 @@ impl Keys {
         self.len = 0;
         Some(old)
     }
+
+    /// Stores `id` (room reserved) and returns its slot.
+    fn put(&mut self, id: u64) -> usize {
+        let (i, found) = self.find(id);
+        self.keys[i] = id;
+        if !found {
+            self.len += 1;
+        }
+        i
+    }
 }
 
 /// Identity -> u32 (a row index).
@@ -69,14 +79,6 @@ pub struct IdMap {
 }
 
 impl IdMap {
-    pub fn len(&self) -> usize {
-        self.k.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.k.len == 0
-    }
-
     pub fn get(&self, id: u64) -> Option<u32> {
         if self.k.keys.is_empty() {
             return None;
@@ -98,36 +100,18 @@ impl IdMap {
         }
         if let Some(old) = self.k.reserve_one() {
             let old_vals = std::mem::replace(&mut self.vals, vec![0; self.k.keys.len()]);
-            for (k, ov) in old.into_iter().zip(old_vals) {
-                if k != 0 {
-                    let (i, _) = self.k.find(k);
-                    self.k.keys[i] = k;
-                    self.vals[i] = ov;
-                    self.k.len += 1;
-                }
+            for (k, ov) in old.into_iter().zip(old_vals).filter(|(k, _)| *k != 0) {
+                let i = self.k.put(k);
+                self.vals[i] = ov;
             }
         }
-        let (i, found) = self.k.find(id);
-        self.k.keys[i] = id;
+        let i = self.k.put(id);
         self.vals[i] = v;
-        if !found {
-            self.k.len += 1;
-        }
     }
 
     /// Starts loading the line where `id` is looked up.
     pub fn prefetch(&self, id: u64) {
         self.k.prefetch(id);
-    }
-
-    /// Every (identity, value), in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
-        self.k
-            .keys
-            .iter()
-            .zip(&self.vals)
-            .filter(|(k, _)| **k != 0)
-            .map(|(k, v)| (*k, *v))
     }
 }
 
@@ -157,14 +141,10 @@ impl IdSet {
         }
         if let Some(old) = self.k.reserve_one() {
             for k in old.into_iter().filter(|&k| k != 0) {
-                let (i, _) = self.k.find(k);
-                self.k.keys[i] = k;
-                self.k.len += 1;
+                self.k.put(k);
             }
         }
-        let (i, _) = self.k.find(id);
-        self.k.keys[i] = id;
-        self.k.len += 1;
+        self.k.put(id);
         true
     }
 
@@ -287,18 +267,13 @@ mod tests {
             m.insert(id, i as u32);
             sm.insert(id, i as u32);
         }
-        assert_eq!(m.len(), sm.len());
+        assert_eq!(m.k.len, sm.len());
         for (&k, &v) in &sm {
             assert_eq!(m.get(k), Some(v));
         }
         for i in 100_000..101_000u64 {
             assert_eq!(m.get(mix(i)), sm.get(&mix(i)).copied());
         }
-        let mut all: Vec<(u64, u32)> = m.iter().collect();
-        all.sort_unstable();
-        let mut want: Vec<(u64, u32)> = sm.into_iter().collect();
-        want.sort_unstable();
-        assert_eq!(all, want);
         // 0 is not an identity
         m.insert(0, 1);
         assert_eq!(m.get(0), None);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
 
@@ -46,12 +46,7 @@ struct RowKey {
 /// ~1e-10 event per bucket of 100 000 rows; tables keyed by it need no further hashing
 /// ([`super::idtable`]) and hold 8 bytes per key instead of 48.
 fn row_hash(k: &RowKey) -> u64 {
-    let mut h = rustc_hash::FxHasher::default();
-    k.hash(&mut h);
-    let mut z = h.finish();
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)).max(1)
+    crate::model::hash64(k).max(1)
 }
 
 #[derive(Default, Clone, Copy)]
