@@ -339,8 +339,8 @@ fn open_buckets_answer_at_every_resolution() {
                 e.sessions += sessions;
                 for r in &c.rows {
                     keys.entry((res, b)).or_default().insert((
-                        c.endpoints[r.src as usize].ip,
-                        c.endpoints[r.dst as usize].ip,
+                        c.endpoints.get(r.src as usize).unwrap().ip,
+                        c.endpoints.get(r.dst as usize).unwrap().ip,
                         r.port,
                         r.proto,
                         c.obs[r.obs as usize].exporter.ip,
@@ -451,4 +451,82 @@ fn overflow_flow_count_is_estimated_past_exact_tracking() {
         );
         assert_eq!(rows, cap as u64 + c.overflow.flows);
     }
+}
+
+/// An open bucket's snapshots share what did not change: after new rows and one
+/// updated row, the next snapshot reuses the previous one's full, untouched segments
+/// of rows and endpoints, copies the rest, and both snapshots keep their own totals.
+#[test]
+fn open_snapshots_share_unchanged_segments() {
+    use nagare::rollup::segvec::SEG_LEN;
+    let hour = NOW_MS.div_euclid(3_600_000) * 3_600_000;
+    let t_ms = hour + 10 * 60_000 + 5_000;
+    let t = Tables::build(Inventory::empty(), 1);
+    // flow i: client 10.1.x.y (one each), one server, SYN from the client
+    let flow = |i: u32, bytes: u64| {
+        let mut r = FlowRecord::empty(ExporterId::new("192.0.2.1".parse().unwrap(), 0), 10);
+        r.src = IpAddr::from((0x0a01_0000u32 + i).to_be_bytes());
+        r.dst = IpAddr::from([10, 2, 0, 1]);
+        r.src_port = 40_000;
+        r.dst_port = 443;
+        r.protocol = 6;
+        r.tcp_flags = 0x02;
+        r.bytes = bytes;
+        r.packets = 1;
+        r.start_ms = t_ms;
+        r.end_ms = t_ms;
+        FlowIn::from_record(&r)
+    };
+    let first = 3 * SEG_LEN as u32 + 100;
+    let store = Store::new(None, resolutions(1_000_000), 1, 0);
+    let mut sh = shard(0, &store);
+    let batch1: Vec<FlowIn> = (0..first).map(|i| flow(i, 100 + u64::from(i))).collect();
+    sh.ingest(&batch1, &t, &GeoTable::default(), t_ms + 1_000);
+    sh.tick_and_commit(t_ms + 1_000);
+    let open_1m = |store: &Store| {
+        let view = store.view();
+        let cs: Vec<Arc<nagare::rollup::chunk::Chunk>> = view
+            .open
+            .iter()
+            .flat_map(|s| s.iter())
+            .filter(|c| c.res == 60)
+            .cloned()
+            .collect();
+        assert_eq!(cs.len(), 1);
+        cs[0].clone()
+    };
+    let s1 = open_1m(&store);
+    let sum1: u64 = (0..first).map(|i| 100 + u64::from(i)).sum();
+    assert_eq!(s1.rows.len(), first as usize);
+    assert_eq!(s1.totals().1, sum1);
+    // 50 new flows, and flow 5 (in the first segment) again with 1 000 bytes more
+    let mut batch2: Vec<FlowIn> = (first..first + 50).map(|i| flow(i, 7)).collect();
+    let mut again = flow(5, 1_000);
+    again.tcp_flags = 0x18;
+    batch2.push(again);
+    sh.ingest(&batch2, &t, &GeoTable::default(), t_ms + 2_000);
+    sh.tick_and_commit(t_ms + 2_000);
+    let s2 = open_1m(&store);
+    assert_eq!(s2.rows.len(), first as usize + 50);
+    assert_eq!(s2.totals().1, sum1 + 50 * 7 + 1_000);
+    // rows: segment 0 was written, 1 and 2 were not, 3 was partial
+    assert_eq!(s2.rows.shared_with(&s1.rows), 2);
+    // endpoints (client 0, the server, clients 1..): 3 full segments, never written
+    assert_eq!(s1.endpoints.len(), first as usize + 1);
+    assert_eq!(s2.endpoints.shared_with(&s1.endpoints), 3);
+    // the earlier snapshot is unchanged, flow 5 included
+    assert_eq!(s1.totals().1, sum1);
+    let bytes_of = |c: &nagare::rollup::chunk::Chunk, ip: IpAddr| {
+        c.rows
+            .iter()
+            .filter(|r| c.endpoints.get(r.src as usize).unwrap().ip == ip)
+            .map(|r| r.bytes())
+            .sum::<u64>()
+    };
+    let c5 = IpAddr::from([10, 1, 0, 5]);
+    assert_eq!(bytes_of(&s1, c5), 105);
+    assert_eq!(bytes_of(&s2, c5), 1_105);
+    // nothing new: the next snapshot is the same chunk
+    sh.tick_and_commit(t_ms + 3_000);
+    assert!(Arc::ptr_eq(&open_1m(&store), &s2));
 }

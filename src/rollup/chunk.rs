@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use super::segvec::SegVec;
 use crate::enrich::Endpoint;
 use crate::model::ExporterId;
 
@@ -104,9 +105,9 @@ pub struct Chunk {
     /// For coarse resolutions: ids of the finest-resolution chunks whose records are in
     /// this chunk (used to rebuild coarse buckets after a crash).
     pub covers: Vec<u64>,
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: SegVec<Endpoint>,
     pub obs: Vec<ObsPoint>,
-    pub rows: Vec<Row>,
+    pub rows: SegVec<Row>,
     /// Overlay rows: (row index, outer source, outer destination) endpoints, i.e. the
     /// VTEP pair of flows whose inner (tenant) pair is the row's. Sorted by row.
     pub outer: Vec<(u32, u32, u32)>,
@@ -132,8 +133,8 @@ impl Chunk {
     /// Approximate memory held by the chunk.
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Chunk>()
-            + self.rows.capacity() * std::mem::size_of::<Row>()
-            + self.endpoints.capacity() * std::mem::size_of::<Endpoint>()
+            + self.rows.heap_bytes()
+            + self.endpoints.heap_bytes()
             + self.obs.capacity() * std::mem::size_of::<ObsPoint>()
             + self.ifaces.capacity() * std::mem::size_of::<IfaceRow>()
             + self.covers.capacity() * 8

@@ -14,6 +14,7 @@ pub mod chunk;
 pub mod idtable;
 pub mod merge;
 pub mod segment;
+pub mod segvec;
 pub mod shard;
 pub mod store;
 

@@ -18,6 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use super::chunk::{Chunk, IfaceRow, ObsPoint, Overflow, Row};
+use super::segvec::SegVec;
 use crate::enrich::Endpoint;
 use crate::model::ExporterId;
 use crate::sym::{self, Sym};
@@ -272,33 +273,35 @@ pub fn decode(b: &[u8]) -> Result<Chunk, SegmentError> {
             .ok_or(SegmentError::Corrupt("name index"))
     };
     let n = r.count()?;
-    let mut endpoints = Vec::with_capacity(n);
-    for _ in 0..n {
-        let ip = r.ip()?;
-        let vm = s_at(&mut r)?;
-        let host = s_at(&mut r)?;
-        let cluster = s_at(&mut r)?;
-        let l2 = s_at(&mut r)?;
-        let subnet_name = s_at(&mut r)?;
-        let subnet_len = r.u8()?;
-        let vlan = u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("vlan"))?;
-        let country = u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("country"))?;
-        let asn = r.v32()?;
-        let flags = r.u8()?;
-        endpoints.push(Endpoint {
-            ip,
-            vm,
-            host,
-            cluster,
-            l2,
-            subnet_name,
-            subnet_len,
-            vlan,
-            country,
-            asn,
-            flags,
-        });
-    }
+    // straight into shared segments (no second copy)
+    let endpoints = (0..n)
+        .map(|_| -> Result<Endpoint, SegmentError> {
+            let ip = r.ip()?;
+            let vm = s_at(&mut r)?;
+            let host = s_at(&mut r)?;
+            let cluster = s_at(&mut r)?;
+            let l2 = s_at(&mut r)?;
+            let subnet_name = s_at(&mut r)?;
+            let subnet_len = r.u8()?;
+            let vlan = u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("vlan"))?;
+            let country = u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("country"))?;
+            let asn = r.v32()?;
+            let flags = r.u8()?;
+            Ok(Endpoint {
+                ip,
+                vm,
+                host,
+                cluster,
+                l2,
+                subnet_name,
+                subnet_len,
+                vlan,
+                country,
+                asn,
+                flags,
+            })
+        })
+        .collect::<Result<SegVec<Endpoint>, _>>()?;
     let n = r.count()?;
     let mut obs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -311,32 +314,33 @@ pub fn decode(b: &[u8]) -> Result<Chunk, SegmentError> {
         });
     }
     let n = r.count()?;
-    let mut rows = Vec::with_capacity(n);
-    for _ in 0..n {
-        let row = Row {
-            src: r.v32()?,
-            dst: r.v32()?,
-            obs: r.v32()?,
-            port: u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("port"))?,
-            proto: r.u8()?,
-            tags: r.v32()?,
-            rule: r.v32()?,
-            src_bytes: r.v()?,
-            dst_bytes: r.v()?,
-            packets: r.v()?,
-            sessions: r.v32()?,
-            first: u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("first"))?,
-            last: u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("last"))?,
-            _pad: 0,
-        };
-        if row.src as usize >= endpoints.len()
-            || row.dst as usize >= endpoints.len()
-            || row.obs as usize >= obs.len()
-        {
-            return Err(SegmentError::Corrupt("row refers past its tables"));
-        }
-        rows.push(row);
-    }
+    let rows = (0..n)
+        .map(|_| -> Result<Row, SegmentError> {
+            let row = Row {
+                src: r.v32()?,
+                dst: r.v32()?,
+                obs: r.v32()?,
+                port: u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("port"))?,
+                proto: r.u8()?,
+                tags: r.v32()?,
+                rule: r.v32()?,
+                src_bytes: r.v()?,
+                dst_bytes: r.v()?,
+                packets: r.v()?,
+                sessions: r.v32()?,
+                first: u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("first"))?,
+                last: u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("last"))?,
+                _pad: 0,
+            };
+            if row.src as usize >= endpoints.len()
+                || row.dst as usize >= endpoints.len()
+                || row.obs as usize >= obs.len()
+            {
+                return Err(SegmentError::Corrupt("row refers past its tables"));
+            }
+            Ok(row)
+        })
+        .collect::<Result<SegVec<Row>, _>>()?;
     let n = r.count()?;
     let mut outer = Vec::with_capacity(n);
     for _ in 0..n {
@@ -559,7 +563,7 @@ mod tests {
             shard: 1,
             seq,
             covers: vec![5, 9, 10],
-            endpoints: vec![e1, e2],
+            endpoints: vec![e1, e2].into(),
             obs: vec![ObsPoint {
                 exporter: ExporterId::new("192.0.2.1".parse().unwrap(), 7),
                 in_if: 3,
@@ -580,7 +584,8 @@ mod tests {
                 _pad: 0,
                 first: 3,
                 last: 59,
-            }],
+            }]
+            .into(),
             outer: vec![(0, 1, 0)],
             ifaces: vec![IfaceRow {
                 exporter: ExporterId::new("192.0.2.1".parse().unwrap(), 7),

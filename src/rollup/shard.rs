@@ -11,6 +11,7 @@ use rustc_hash::FxHashMap;
 
 use super::chunk::{Chunk, ChunkBuilder, IfaceRow, ObsPoint, Overflow, Row};
 use super::idtable::{IdMap, IdSet, Sketch};
+use super::segvec::{DirtySegs, SegVec};
 use super::store::Store;
 use super::{Enriched, FlowIn, ResolutionConfig, ShardMetrics};
 use crate::enrich::fold::{FoldLimits, FoldMetrics, Folder, session_hash};
@@ -71,6 +72,8 @@ struct OpenBucket {
     /// every flow in the overflow (allocated at the first)
     overflow_sketch: Option<Sketch>,
     rows: Vec<Row>,
+    /// row segments written since the last snapshot (the others are shared with it)
+    dirty: DirtySegs,
     /// identity of each row
     row_ids: Vec<u64>,
     cb: ChunkBuilder,
@@ -121,6 +124,7 @@ impl OpenBucket {
             opened_ms: now_ms,
             index: IdMap::default(),
             rows: Vec::new(),
+            dirty: DirtySegs::default(),
             row_ids: Vec::new(),
             cb: ChunkBuilder::default(),
             obs_at: FxHashMap::default(),
@@ -205,6 +209,7 @@ impl OpenBucket {
         if let Some(at) = self.index.get(id) {
             if let Some(r) = self.rows.get_mut(at as usize) {
                 accumulate(r, a);
+                self.dirty.mark(at as usize);
             }
             return true;
         }
@@ -222,6 +227,7 @@ impl OpenBucket {
                 tags,
                 ..*a
             });
+            self.dirty.mark(n);
             self.row_ids.push(id);
             return true;
         }
@@ -694,7 +700,7 @@ impl Shard {
     /// bytes, then key: the same data gives the same file); snapshots of open buckets,
     /// published often and never stored, keep the insertion order.
     fn build(&self, res: u32, b: &OpenBucket, sorted: bool) -> Chunk {
-        let (rows, outer) = if sorted {
+        let (rows, endpoints, outer) = if sorted {
             let ep_ip = |i: u32| b.cb.chunk_endpoints.get(i as usize).map(|e| e.ip);
             let mut order: Vec<u32> = (0..b.rows.len() as u32).collect();
             order.sort_unstable_by(|&x, &y| {
@@ -713,16 +719,31 @@ impl Shard {
             for (new, &old) in order.iter().enumerate() {
                 pos[old as usize] = new as u32;
             }
-            let rows: Vec<Row> = order.iter().map(|&i| b.rows[i as usize]).collect();
+            let rows: SegVec<Row> = order.iter().map(|&i| b.rows[i as usize]).collect();
             let mut outer: Vec<(u32, u32, u32)> = b
                 .outer
                 .iter()
                 .map(|&(r, s, d)| (pos.get(r as usize).copied().unwrap_or(r), s, d))
                 .collect();
             outer.sort_unstable();
-            (rows, outer)
+            let endpoints = SegVec::from_slice(&b.cb.chunk_endpoints);
+            (rows, endpoints, outer)
         } else {
-            (b.rows.clone(), b.outer.clone())
+            // a snapshot shares the unchanged segments of the previous one
+            let prev = b.published.as_deref();
+            (
+                SegVec::republish(
+                    prev.map_or(&SegVec::default(), |c| &c.rows),
+                    &b.rows,
+                    &b.dirty,
+                ),
+                SegVec::republish(
+                    prev.map_or(&SegVec::default(), |c| &c.endpoints),
+                    &b.cb.chunk_endpoints,
+                    &DirtySegs::default(),
+                ),
+                b.outer.clone(),
+            )
         };
         // switch ports: each observation's traffic counts in on its input interface and
         // out on its output interface
@@ -769,7 +790,7 @@ impl Shard {
             shard: self.id as u16,
             seq: b.seq,
             covers,
-            endpoints: b.cb.chunk_endpoints.clone(),
+            endpoints,
             obs: b.cb.chunk_obs.clone(),
             rows,
             outer,
@@ -847,6 +868,7 @@ impl Shard {
                 if let Some(b) = self.levels[li].open.get_mut(&k) {
                     if due {
                         b.published = Some(chunk.clone());
+                        b.dirty.clear();
                         b.changed = false;
                         b.merged = false;
                         b.published_ms = now_ms;
