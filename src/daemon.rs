@@ -115,6 +115,37 @@ fn tune_allocator() {
     }
 }
 
+/// Installs the SIGTERM and SIGINT handlers at once, so a signal that arrives while the
+/// daemon starts is not lost (nor kills the process before its state is saved), and
+/// returns a future that resolves with the signal's name. Call within a tokio runtime.
+pub fn termination_signals() -> impl std::future::Future<Output = &'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut t), Ok(mut i)) => tokio::select! {
+                _ = t.recv() => "SIGTERM",
+                _ = i.recv() => "SIGINT",
+            },
+            (Ok(mut t), Err(e)) => {
+                tracing::error!(error = %e, "cannot install the SIGINT handler");
+                t.recv().await;
+                "SIGTERM"
+            }
+            (Err(e), Ok(mut i)) => {
+                tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                i.recv().await;
+                "SIGINT"
+            }
+            (Err(e), Err(_)) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                std::future::pending().await
+            }
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` completes. `on_ready` is called once everything
 /// is bound (tests and `nagare serve` use it to learn the addresses).
 pub async fn run(

@@ -1,5 +1,5 @@
 //! Templates survive a restart: template, SIGTERM, start, a data-only datagram decodes at
-//! once with no template miss.
+//! once with no template miss; and a SIGTERM right after start is handled, not fatal.
 
 mod common;
 
@@ -73,5 +73,17 @@ fn templates_survive_sigterm() {
             );
         }
         d.terminate();
+    }
+}
+
+/// SIGTERM as soon as the daemon says it listens (a service manager stopping a unit
+/// that just started): the signal handler is already installed, so the daemon saves
+/// its state and exits 0 rather than being killed by the signal.
+#[test]
+fn sigterm_right_after_start_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    for _ in 0..5 {
+        Daemon::start(&state, &[]).terminate();
     }
 }

@@ -188,15 +188,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let stop2 = stop.clone();
     let res = rt.block_on(async move {
+        let signals = nagare::daemon::termination_signals();
         let shutdown = async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = tokio::signal::ctrl_c().await;
-                        return;
-                    }
-                };
             let limit = async {
                 match duration {
                     Some(d) => tokio::time::sleep(Duration::from_secs(d.max(0) as u64)).await,
@@ -204,8 +197,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 }
             };
             tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = signals => {}
                 _ = limit => {}
             }
             stop2.store(true, Ordering::Relaxed);

@@ -79,20 +79,10 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        let signals = nagare::daemon::termination_signals();
         let shutdown = async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot install SIGTERM handler");
-                        let _ = tokio::signal::ctrl_c().await;
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            }
+            let name = signals.await;
+            tracing::info!("{name} received");
         };
         nagare::daemon::run(cfg, shutdown, |b| {
             let udp: Vec<String> = b.udp.iter().map(|a| a.to_string()).collect();
