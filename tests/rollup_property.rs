@@ -253,10 +253,14 @@ proptest! {
     }
 }
 
-/// The same with the cap so small that most flows overflow, checked on one fixed input.
-#[test]
-fn overflow_row_keeps_totals_exact() {
-    let sessions: Vec<Session> = (0..200)
+/// `n` fixed sessions among 12 clients and 12 servers on SSH, HTTPS and DNS, seen by
+/// two exporters: session `i` has `records(i)` and starts at second `start(i)`.
+fn fixed_sessions(
+    n: usize,
+    records: impl Fn(usize) -> Vec<(u16, bool, u32, u16)>,
+    start: impl Fn(usize) -> u32,
+) -> Vec<Session> {
+    (0..n)
         .map(|i| Session {
             client: (i % 12) as u8,
             server: ((i / 12) % 12) as u8 ^ 1,
@@ -264,10 +268,20 @@ fn overflow_row_keeps_totals_exact() {
             sport: [22, 443, 53][i % 3],
             proto: if i % 3 == 2 { 17 } else { 6 },
             exporter: (i % 2) as u8,
-            records: vec![(0, true, 1000 + i as u32, 3), (5, false, 500, 2)],
-            start: (i * 17 % 3600) as u32,
+            records: records(i),
+            start: start(i),
         })
-        .collect();
+        .collect()
+}
+
+/// The same with the cap so small that most flows overflow, checked on one fixed input.
+#[test]
+fn overflow_row_keeps_totals_exact() {
+    let sessions = fixed_sessions(
+        200,
+        |i| vec![(0, true, 1000 + i as u32, 3), (5, false, 500, 2)],
+        |i| (i * 17 % 3600) as u32,
+    );
     let (naive, got) = run(&sessions, 2, 1);
     assert_eq!(naive, got);
     assert!(
@@ -285,22 +299,17 @@ fn open_buckets_answer_at_every_resolution() {
     let hour = NOW_MS.div_euclid(3_600_000) * 3_600_000;
     let base = hour + 10 * 60_000;
     let now = hour + 35 * 60_000;
-    let sessions: Vec<Session> = (0..150)
-        .map(|i| Session {
-            client: (i % 12) as u8,
-            server: ((i / 12) % 12) as u8 ^ 1,
-            cport: 40_000 + (i % 30) as u16,
-            sport: [22, 443, 53][i % 3],
-            proto: if i % 3 == 2 { 17 } else { 6 },
-            exporter: (i % 2) as u8,
-            records: vec![
+    let sessions = fixed_sessions(
+        150,
+        |i| {
+            vec![
                 (0, true, 1000 + i as u32, 3),
                 (90, false, 500, 2),
                 (200, true, 7, 1),
-            ],
-            start: (i * 7 % 1200) as u32,
-        })
-        .collect();
+            ]
+        },
+        |i| (i * 7 % 1200) as u32,
+    );
     let sessions = distinct_sessions(&sessions);
     let t = Tables::build(Inventory::empty(), 1);
     let mut recs: Vec<(i64, usize, FlowIn)> = Vec::new();
