@@ -10,11 +10,10 @@
 //! Usage: cargo bench --bench shard [-- SECONDS RATE]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Instant;
 
 use nagare::enrich::Tables;
-use nagare::enrich::fold::{FoldLimits, FoldMetrics};
+use nagare::enrich::fold::FoldLimits;
 use nagare::enrich::geoip::GeoTable;
 use nagare::enrich::inventory::Inventory;
 use nagare::generate::site_for;
@@ -22,7 +21,7 @@ use nagare::generate::to_flow_record;
 use nagare::model::{ExporterId, FlowRecord};
 use nagare::rollup::shard::Shard;
 use nagare::rollup::store::Store;
-use nagare::rollup::{FlowIn, RollupConfig, ShardMetrics};
+use nagare::rollup::{FlowIn, RollupConfig};
 
 const SHARDS: usize = 2;
 const BATCH: usize = 2048;
@@ -60,15 +59,13 @@ fn run(
     let store = Store::new(None, cfg.resolutions().unwrap(), SHARDS, 0);
     let mut shards: Vec<Shard> = (0..SHARDS)
         .map(|i| {
-            Shard::new(
+            Shard::detached(
                 i,
                 store.clone(),
                 FoldLimits {
                     max_sessions: cfg.max_sessions / SHARDS,
                     idle_ms: 300_000,
                 },
-                Arc::new(ShardMetrics::default()),
-                Arc::new(FoldMetrics::default()),
             )
         })
         .collect();

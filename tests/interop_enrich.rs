@@ -15,13 +15,13 @@ use std::sync::Arc;
 use common::{beats_sequences, dat_datagrams, shared_dir};
 use nagare::decode::{DecodeConfig, Decoder};
 use nagare::enrich::countries;
-use nagare::enrich::fold::{FoldLimits, FoldMetrics};
+use nagare::enrich::fold::FoldLimits;
 use nagare::enrich::geoip::GeoTable;
 use nagare::enrich::inventory::Inventory;
 use nagare::enrich::{Enricher, flag};
 use nagare::rollup::shard::Shard;
 use nagare::rollup::store::Store;
-use nagare::rollup::{FlowIn, RollupConfig, ShardMetrics};
+use nagare::rollup::{FlowIn, RollupConfig};
 use serde_json::Value as J;
 
 fn mmdb_path() -> std::path::PathBuf {
@@ -160,15 +160,13 @@ port_group = "vds-lab-65"
     .expect("inventory");
     let enr = Arc::new(Enricher::from_parts(inv, GeoTable::default()));
     let store = Store::new(None, RollupConfig::default().resolutions().unwrap(), 1, 0);
-    let mut shard = Shard::new(
+    let mut shard = Shard::detached(
         0,
         store.clone(),
         FoldLimits {
             max_sessions: 10_000,
             idle_ms: 300_000,
         },
-        Arc::new(ShardMetrics::default()),
-        Arc::new(FoldMetrics::default()),
     );
     let last = recs.iter().map(|r| r.end_ms).max().unwrap();
     let flows: Vec<FlowIn> = recs.iter().map(FlowIn::from_record).collect();

@@ -7,13 +7,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use nagare::enrich::Tables;
-use nagare::enrich::fold::{FoldLimits, FoldMetrics};
+use nagare::enrich::fold::FoldLimits;
 use nagare::enrich::geoip::GeoTable;
 use nagare::enrich::inventory::Inventory;
 use nagare::model::{ExporterId, FlowRecord};
 use nagare::rollup::shard::Shard;
 use nagare::rollup::store::Store;
-use nagare::rollup::{FlowIn, ResolutionConfig, ShardMetrics};
+use nagare::rollup::{FlowIn, ResolutionConfig};
 use proptest::prelude::*;
 
 const NOW_MS: i64 = 1_764_000_000_000;
@@ -130,15 +130,13 @@ type StoredKeys = HashMap<(u32, i64), BTreeSet<(IpAddr, IpAddr, u16, u8, IpAddr)
 
 /// A shard of `store` whose sessions never idle out within a test.
 fn shard(id: usize, store: &Arc<Store>) -> Shard {
-    Shard::new(
+    Shard::detached(
         id,
         store.clone(),
         FoldLimits {
             max_sessions: 1_000_000,
             idle_ms: 86_400_000,
         },
-        Arc::new(ShardMetrics::default()),
-        Arc::new(FoldMetrics::default()),
     )
 }
 

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nagare::enrich::Enricher;
-use nagare::enrich::fold::{FoldLimits, FoldMetrics};
+use nagare::enrich::fold::FoldLimits;
 use nagare::enrich::geoip::GeoTable;
 use nagare::enrich::inventory::Inventory;
 use nagare::generate::profile::Site;
 use nagare::generate::{site_for, to_flow_record};
 use nagare::rollup::shard::Shard;
 use nagare::rollup::store::Store;
-use nagare::rollup::{FlowIn, RollupConfig, ShardMetrics};
+use nagare::rollup::{FlowIn, RollupConfig};
 
 pub const SHARDS: usize = 2;
 
@@ -62,15 +62,13 @@ pub fn build(dir: &Path, end_s: i64, progress: bool) -> Built {
     let store = Store::new(Some(dir.join("rollup")), res, SHARDS, 0);
     let mut shards: Vec<Shard> = (0..SHARDS)
         .map(|i| {
-            Shard::new(
+            Shard::detached(
                 i,
                 store.clone(),
                 FoldLimits {
                     max_sessions: 2_000_000 / SHARDS,
                     idle_ms: 300_000,
                 },
-                Arc::new(ShardMetrics::default()),
-                Arc::new(FoldMetrics::default()),
             )
         })
         .collect();

@@ -321,6 +321,17 @@ fn open_bucket<'a>(
 }
 
 impl Shard {
+    /// A shard with metrics of its own (not exported): tests, benchmarks, tools.
+    pub fn detached(id: usize, store: Arc<Store>, fold: FoldLimits) -> Self {
+        Self::new(
+            id,
+            store,
+            fold,
+            Arc::new(ShardMetrics::default()),
+            Arc::new(FoldMetrics::default()),
+        )
+    }
+
     pub fn new(
         id: usize,
         store: Arc<Store>,
