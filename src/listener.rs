@@ -69,8 +69,10 @@ impl Default for ListenerConfig {
 
 /// Where decoded records go (enrichment and rollups in the daemon; a collector in tests).
 pub trait RecordSink: Send + Sync {
-    /// Takes the records of `batch` (leaving it empty, capacity kept).
-    fn ingest(&self, batch: &mut Vec<FlowRecord>);
+    /// Takes the records of `batch` (leaving it empty, capacity kept). `backlog` says
+    /// the socket had more datagrams waiting than one receive takes: the sink should
+    /// hand work to other threads rather than do it on the receiving one.
+    fn ingest(&self, batch: &mut Vec<FlowRecord>, backlog: bool);
 }
 
 /// Per-socket counters.
@@ -425,6 +427,7 @@ fn receive_loop(
         match rb.recv(fd, &mut got) {
             Ok(()) => {
                 let now = now_ms();
+                let backlog = got.len() >= BATCH;
                 for (i, (len, src, truncated)) in got.iter().enumerate() {
                     m.datagrams.inc();
                     m.bytes.add(*len as u64);
@@ -437,11 +440,11 @@ fn receive_loop(
                     // small hand-overs keep the decoded records in the core's cache; the
                     // pipeline batches them for the shards
                     if records.len() >= batch_records {
-                        sink.ingest(&mut records);
+                        sink.ingest(&mut records, backlog);
                     }
                 }
                 if !records.is_empty() {
-                    sink.ingest(&mut records);
+                    sink.ingest(&mut records, backlog);
                 }
                 // Under load, a drained socket refills within microseconds: waking up
                 // for every datagram costs more than the datagram. Nap briefly so the
@@ -455,7 +458,7 @@ fn receive_loop(
             }
             Err(e) => {
                 // the socket is quiet: let the pipeline hand over what it holds
-                sink.ingest(&mut records);
+                sink.ingest(&mut records, false);
                 match e.kind() {
                     std::io::ErrorKind::WouldBlock
                     | std::io::ErrorKind::TimedOut
@@ -469,6 +472,6 @@ fn receive_loop(
         }
     }
     if !records.is_empty() {
-        sink.ingest(&mut records);
+        sink.ingest(&mut records, false);
     }
 }

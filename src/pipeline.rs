@@ -14,7 +14,8 @@ pub struct PipelineMetrics {
 }
 
 /// The stage after counting (enrichment and rollups in the daemon).
-pub type NextStage = Box<dyn Fn(&mut Vec<FlowRecord>) + Send + Sync>;
+/// It takes the batch and the receive thread's backlog hint ([`RecordSink::ingest`]).
+pub type NextStage = Box<dyn Fn(&mut Vec<FlowRecord>, bool) + Send + Sync>;
 
 pub struct Pipeline {
     pub metrics: PipelineMetrics,
@@ -57,7 +58,7 @@ impl Pipeline {
 }
 
 impl RecordSink for Pipeline {
-    fn ingest(&self, batch: &mut Vec<FlowRecord>) {
+    fn ingest(&self, batch: &mut Vec<FlowRecord>, backlog: bool) {
         let mut bytes = 0u64;
         let mut packets = 0u64;
         for r in batch.iter() {
@@ -70,7 +71,7 @@ impl RecordSink for Pipeline {
         self.metrics.bytes.add(bytes);
         self.metrics.packets.add(packets);
         match &self.next {
-            Some(f) => f(batch),
+            Some(f) => f(batch, backlog),
             None => batch.clear(),
         }
     }

@@ -401,6 +401,8 @@ impl BatchPool {
 #[derive(Default)]
 pub struct ShardMetrics {
     pub records: Counter,
+    /// records ingested by the receiving thread itself (shard idle, socket keeping up)
+    pub inline_records: Counter,
     pub refused_old: Counter,
     pub refused_future: Counter,
     pub overflow_records: Counter,
@@ -409,10 +411,25 @@ pub struct ShardMetrics {
     pub sessions: Gauge,
 }
 
+/// Locks a shard (a shard that panicked is still usable: its tables stay consistent
+/// between records).
+fn lock_shard(m: &std::sync::Mutex<shard::Shard>) -> std::sync::MutexGuard<'_, shard::Shard> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The rollup stage: router and shard threads.
+///
+/// Who runs a shard: a receive thread whose socket keeps up (no backlog) ingests its
+/// records into an idle shard itself, straight from its cache, as soon as it decoded
+/// them. Under backlog, or when the shard is busy (ticking, or working through its
+/// queue), the records are batched and handed to the shard's own thread through its
+/// queue, so decoding and rollups run on different cores. The shard's thread also
+/// closes and publishes its buckets every second. A shard is only ever used by one
+/// thread at a time (its mutex is taken per batch, never per record).
 pub struct Rollup {
     pub store: Arc<Store>,
     enricher: Arc<Enricher>,
+    shard_locks: Vec<Arc<std::sync::Mutex<shard::Shard>>>,
     senders: arc_swap::ArcSwap<Vec<crossbeam_channel::Sender<Vec<FlowIn>>>>,
     pool: Arc<BatchPool>,
     /// records routed but not yet handed to their shard
@@ -447,12 +464,20 @@ impl Rollup {
         let mut shard_metrics = Vec::new();
         let mut fold_metrics = Vec::new();
         let pool = Arc::new(BatchPool::new(4 * shards + 4));
+        let mut shard_locks = Vec::new();
         for id in 0..shards {
             let (tx, rx) = crossbeam_channel::bounded::<Vec<FlowIn>>(cfg.queue_batches.max(1));
             let (enricher, pool) = (enricher.clone(), pool.clone());
             let m = Arc::new(ShardMetrics::default());
             let fm = Arc::new(FoldMetrics::default());
-            let mut shard = shard::Shard::new(id, store.clone(), fold, m.clone(), fm.clone());
+            let shard = Arc::new(std::sync::Mutex::new(shard::Shard::new(
+                id,
+                store.clone(),
+                fold,
+                m.clone(),
+                fm.clone(),
+            )));
+            shard_locks.push(shard.clone());
             let h = std::thread::Builder::new()
                 .name(format!("nagare-shard-{id}"))
                 .spawn(move || {
@@ -464,7 +489,7 @@ impl Rollup {
                         match rx.recv_timeout(Duration::from_millis(wait)) {
                             Ok(mut batch) => {
                                 let (t, g) = (enricher.tables(), enricher.geo());
-                                shard.ingest(&batch, &t, &g, crate::daemon::now_ms());
+                                lock_shard(&shard).ingest(&batch, &t, &g, crate::daemon::now_ms());
                                 batch.clear();
                                 pool.put(batch);
                             }
@@ -473,11 +498,11 @@ impl Rollup {
                         }
                         let now = crate::daemon::now_ms();
                         if now >= next_tick {
-                            shard.tick_and_commit(now);
+                            lock_shard(&shard).tick_and_commit(now);
                             next_tick = now + 1000;
                         }
                     }
-                    let n = shard.commit_final();
+                    let n = lock_shard(&shard).commit_final();
                     tracing::debug!(buckets = n, "flushed open buckets");
                 })
                 .map_err(RollupError::Thread)?;
@@ -490,6 +515,7 @@ impl Rollup {
             Arc::new(Self {
                 store,
                 enricher,
+                shard_locks,
                 senders: arc_swap::ArcSwap::from_pointee(senders),
                 pool,
                 pending: std::sync::Mutex::new(Pending::default()),
@@ -509,11 +535,13 @@ impl Rollup {
 
     /// Routes records to the shards (called by listener threads, after every receive).
     ///
-    /// Records wait in per-shard batches until a batch holds [`ROUTE_BATCH`] records or
-    /// its oldest waited [`ROUTE_MAX_AGE_MS`]: a shard wakes up once per batch, not per
-    /// datagram. An empty `batch` (the listener found its socket quiet) sends whatever
-    /// waits.
-    pub fn ingest(&self, batch: &mut Vec<FlowRecord>) {
+    /// Without `backlog`, the records of an idle shard with an empty queue are ingested
+    /// right here, on the calling thread. Otherwise records wait in per-shard batches
+    /// until a batch holds [`ROUTE_BATCH`] records or its oldest waited
+    /// [`ROUTE_MAX_AGE_MS`], and go to the shard's queue: a shard thread wakes up once
+    /// per batch, not per datagram. An empty `batch` (the listener found its socket
+    /// quiet) hands over whatever waits.
+    pub fn ingest(&self, batch: &mut Vec<FlowRecord>, backlog: bool) {
         let senders = self.senders.load();
         let n = senders.len();
         if n == 0 {
@@ -527,6 +555,8 @@ impl Rollup {
         let now = crate::daemon::now_ms();
         let quiet = batch.is_empty();
         let mut ready: Vec<(usize, Vec<FlowIn>)> = Vec::new();
+        // idle shards (locked) and their records, ingested on this thread
+        let mut here = Vec::new();
         {
             let mut p = match self.pending.lock() {
                 Ok(p) => p,
@@ -547,12 +577,27 @@ impl Rollup {
             batch.clear();
             let old = quiet || now - p.since_ms >= ROUTE_MAX_AGE_MS;
             for (i, v) in p.per.iter_mut().enumerate() {
-                if v.len() >= ROUTE_BATCH || (old && !v.is_empty()) {
+                if v.is_empty() {
+                    continue;
+                }
+                let idle = !backlog && senders.get(i).is_some_and(|tx| tx.is_empty());
+                if idle && let Some(Ok(sh)) = self.shard_locks.get(i).map(|m| m.try_lock()) {
+                    here.push((sh, std::mem::replace(v, self.pool.take(ROUTE_BATCH))));
+                } else if v.len() >= ROUTE_BATCH || old {
                     ready.push((i, std::mem::replace(v, self.pool.take(ROUTE_BATCH))));
                 }
             }
-            if old {
+            if old || p.per.iter().all(|v| v.is_empty()) {
                 p.since_ms = now;
+            }
+        }
+        if !here.is_empty() {
+            let (t, g) = (self.enricher.tables(), self.enricher.geo());
+            for (mut sh, v) in here {
+                sh.metrics.inline_records.add(v.len() as u64);
+                sh.ingest(&v, &t, &g, now);
+                drop(sh);
+                self.pool.put(v);
             }
         }
         for (i, v) in ready {
@@ -580,7 +625,7 @@ impl Rollup {
     pub fn stop(&self) {
         // what the router still holds, then dropping the senders ends each shard loop
         // once its queue is empty
-        self.ingest(&mut Vec::new());
+        self.ingest(&mut Vec::new(), false);
         self.senders.store(Arc::new(Vec::new()));
         let threads = match self.threads.lock() {
             Ok(mut g) => std::mem::take(&mut *g),
@@ -594,12 +639,18 @@ impl Rollup {
 
     pub fn render_metrics(&self, out: &mut Exposition) {
         type Get = fn(&ShardMetrics) -> u64;
-        let fams: [(&str, &str, &str, Get); 7] = [
+        let fams: [(&str, &str, &str, Get); 8] = [
             (
                 "nagare_rollup_records_total",
                 "Records that reached a rollup shard.",
                 "counter",
                 |m| m.records.get(),
+            ),
+            (
+                "nagare_rollup_inline_records_total",
+                "Of those, records the receiving thread ingested itself (shard idle, no socket backlog); the others went through the shard's queue.",
+                "counter",
+                |m| m.inline_records.get(),
             ),
             (
                 "nagare_rollup_refused_old_records_total",
@@ -883,5 +934,71 @@ mod tests {
         };
         let e = big.fold_limits(1).unwrap_err().to_string();
         assert!(e.contains("max_sessions") && e.contains("4096 MiB"), "{e}");
+    }
+
+    /// Records handed over under backlog (through the shard queues) and without it
+    /// (ingested by the calling thread) all reach the store, each exactly once.
+    #[test]
+    fn inline_and_queued_records_all_arrive() {
+        use crate::enrich::geoip::GeoTable;
+        use crate::enrich::inventory::Inventory;
+        use crate::model::ExporterId;
+        use std::net::Ipv4Addr;
+        let cfg = RollupConfig {
+            shards: 2,
+            ..RollupConfig::default()
+        };
+        let enr = Arc::new(Enricher::from_parts(
+            Inventory::default(),
+            GeoTable::default(),
+        ));
+        let (r, _) = Rollup::start(&cfg, None, enr).unwrap();
+        let now = crate::daemon::now_ms();
+        let n = 9_000u32;
+        let mut batch = Vec::new();
+        for i in 0..n {
+            let mut rec = FlowRecord::empty(ExporterId::new("192.0.2.1".parse().unwrap(), 0), 10);
+            rec.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            rec.dst = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+            rec.src_port = 40_000;
+            rec.dst_port = 443;
+            rec.protocol = 6;
+            rec.tcp_flags = 0x02;
+            rec.bytes = u64::from(i) + 1;
+            rec.packets = 1;
+            rec.start_ms = now - 2_000;
+            rec.end_ms = now - 1_000;
+            batch.push(rec);
+            if batch.len() == 100 {
+                // the first 6 000 under backlog: they go through the queues
+                r.ingest(&mut batch, i < 6_000);
+            }
+            if i + 1 == 6_000 {
+                // a quiet socket hands over what waits; then the queues drain
+                r.ingest(&mut batch, true);
+                let t0 = std::time::Instant::now();
+                while r.shard_metrics.iter().map(|m| m.records.get()).sum::<u64>() < 6_000 {
+                    assert!(t0.elapsed().as_secs() < 20, "queued records not ingested");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+        r.stop();
+        let inline: u64 = r.shard_metrics.iter().map(|m| m.inline_records.get()).sum();
+        let all: u64 = r.shard_metrics.iter().map(|m| m.records.get()).sum();
+        assert_eq!(all, u64::from(n));
+        // the last 3 000 went inline (a batch meeting a shard's tick waits for the next
+        // call, which takes it inline too; only the very last could be queued)
+        assert!((2_900..=3_000).contains(&inline), "{inline}");
+        let v = r.store.view();
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        for c in v.chunks(60, 0, i64::MAX) {
+            rows += c.rows.len() as u64;
+            bytes += c.rows.iter().map(|r| r.bytes()).sum::<u64>()
+                + c.overflow.src_bytes
+                + c.overflow.dst_bytes;
+        }
+        assert_eq!(rows, u64::from(n));
+        assert_eq!(bytes, u64::from(n) * u64::from(n + 1) / 2);
     }
 }

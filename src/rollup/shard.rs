@@ -66,6 +66,9 @@ struct OpenBucket {
     opened_ms: i64,
     /// row identity ([`row_hash`]) -> index in `rows`
     index: IdMap,
+    /// Lookups once the bucket is full: found a row, went to the overflow
+    full_hits: u64,
+    full_misses: u64,
     /// Flows in the overflow (a flow is a row or here, never both), the first
     /// OVERFLOW_TRACK of them
     overflow_keys: IdSet,
@@ -123,6 +126,8 @@ impl OpenBucket {
             closes_at_ms,
             opened_ms: now_ms,
             index: IdMap::default(),
+            full_hits: 0,
+            full_misses: 0,
             rows: Vec::new(),
             dirty: DirtySegs::default(),
             row_ids: Vec::new(),
@@ -195,6 +200,13 @@ impl OpenBucket {
         o
     }
 
+    /// Whether a lookup in the full bucket finds a row often enough (a fifth of the
+    /// time) to be worth loading the row key ahead: when nearly every lookup misses (a
+    /// flood of new flows past the cap), the slot tags alone answer it.
+    fn full_hits_matter(&self) -> bool {
+        self.full_hits.saturating_mul(4) >= self.full_misses
+    }
+
     /// Adds `a` (its port and protocol set) to the row `id`, creating it below the cap
     /// with the endpoints, observation point, outer pair and tags `ends` interns into
     /// this bucket, else to the overflow. Returns false when it went to the overflow.
@@ -206,13 +218,16 @@ impl OpenBucket {
         ends: impl FnOnce(&mut Self) -> (u32, u32, u32, Option<(u32, u32)>, u32),
     ) -> bool {
         let n = self.rows.len();
+        let full = n >= cap;
         if let Some(at) = self.index.get(id) {
             if let Some(r) = self.rows.get_mut(at as usize) {
                 accumulate(r, a);
                 self.dirty.mark(at as usize);
             }
+            self.full_hits += u64::from(full);
             return true;
         }
+        self.full_misses += u64::from(full);
         // a flow merged into the overflow earlier (from a finer bucket) stays there
         if n < cap && (self.overflow_keys.is_empty() || !self.overflow_keys.contains(id)) {
             self.index.insert(id, n as u32);
@@ -564,8 +579,11 @@ impl Shard {
                 if let Some(q) = prep.get(j + PREFETCH_AHEAD)
                     && q.start_s.div_euclid(res) * res == b
                 {
-                    bucket.index.prefetch(q.id);
-                    if bucket.rows.len() >= cap {
+                    let full = bucket.rows.len() >= cap;
+                    bucket
+                        .index
+                        .prefetch(q.id, !full || bucket.full_hits_matter());
+                    if full {
                         bucket.overflow_keys.prefetch(q.id);
                     }
                 }
