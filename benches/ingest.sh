@@ -11,7 +11,11 @@
 # threads) during the measured phase and the drain after it, per million records. A
 # rate is lossless when every record sent was stored.
 #
-# Usage: benches/ingest.sh [--version 9] [--seconds 4] [--warmup 2]
+# With --repeat N, every rate runs N times per collector, the collectors interleaved
+# (this machine's speed drifts by tens of percent within minutes); a rate is lossless
+# when every run of it was, and its CPU figure is the median of the runs.
+#
+# Usage: benches/ingest.sh [--version 9] [--seconds 4] [--warmup 2] [--repeat 1]
 #                          [--rates "100000 400000 ..."]
 # Needs: gcc, nfcapd + nfdump, nfacctd (pmacct). Run from the repository root.
 set -euo pipefail
@@ -21,8 +25,10 @@ SECONDS_PER_RUN=4
 WARMUP=2
 RATES="100000 200000 400000 800000 1600000 3200000"
 RCVBUF=33554432
+REPEAT=1
 while [ $# -gt 0 ]; do
   case "$1" in
+    --repeat) REPEAT=$2; shift 2 ;;
     --version) VERSION=$2; shift 2 ;;
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
@@ -146,21 +152,29 @@ EOF
 }
 
 echo
-echo "== ingest: NetFlow v$VERSION from nfblast, ${WARMUP}s warm-up + ${SECONDS_PER_RUN}s measured per rate, $(nproc) cores =="
+echo "== ingest: NetFlow v$VERSION from nfblast, ${WARMUP}s warm-up + ${SECONDS_PER_RUN}s measured per run, $REPEAT run(s) per rate, $(nproc) cores =="
 printf "%-8s %10s %10s %10s %8s %12s\n" collector "rate/s" sent stored drops "CPU s/1M rec"
-declare -A BEST CPU_AT
+declare -A BEST CPU_AT RUNS LOST
 for rate in $RATES; do
+  for _ in $(seq 1 "$REPEAT"); do
+    for c in nagare nfcapd nfacctd; do
+      read -r sent stored drops ticks measured < <(run_one $c $rate)
+      per_m=$(awk -v t=$ticks -v hz=$TICK -v n=$measured 'BEGIN {if (n > 0) printf "%.3f", (t / hz) / (n / 1e6); else print "-"}')
+      mark=""
+      if [ "$stored" = "$sent" ]; then
+        RUNS[$c,$rate]="${RUNS[$c,$rate]:-} $per_m"
+      else
+        LOST[$c,$rate]=1
+        mark=" (loss)"
+      fi
+      printf "%-8s %10s %10s %10s %8s %12s%s\n" $c $rate $sent $stored $drops $per_m "$mark"
+    done
+  done
   for c in nagare nfcapd nfacctd; do
-    read -r sent stored drops ticks measured < <(run_one $c $rate)
-    per_m=$(awk -v t=$ticks -v hz=$TICK -v n=$measured 'BEGIN {if (n > 0) printf "%.3f", (t / hz) / (n / 1e6); else print "-"}')
-    mark=""
-    if [ "$stored" = "$sent" ]; then
+    if [ -z "${LOST[$c,$rate]:-}" ] && [ -n "${RUNS[$c,$rate]:-}" ]; then
       BEST[$c]=$rate
-      CPU_AT[$c,$rate]=$per_m
-    else
-      mark=" (loss)"
+      CPU_AT[$c,$rate]=$(echo ${RUNS[$c,$rate]} | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}')
     fi
-    printf "%-8s %10s %10s %10s %8s %12s%s\n" $c $rate $sent $stored $drops $per_m "$mark"
   done
 done
 
@@ -181,7 +195,7 @@ if [ -n "$common" ]; then
   awk -v a=${CPU_AT[nagare,$common]} -v b=${CPU_AT[nfcapd,$common]} 'BEGIN {printf "nagare / nfcapd CPU per record at %s/s: %.2f\n", "'$common'", a / b}'
 fi
 echo
-echo "== CPU per record, nagare / nfcapd, at every rate both stored losslessly =="
+echo "== CPU per record (median of $REPEAT), nagare / nfcapd, at every rate both stored losslessly =="
 for rate in $RATES; do
   if [ -n "${CPU_AT[nagare,$rate]:-}" ] && [ -n "${CPU_AT[nfcapd,$rate]:-}" ]; then
     awk -v r=$rate -v a=${CPU_AT[nagare,$rate]} -v b=${CPU_AT[nfcapd,$rate]} \

@@ -276,6 +276,7 @@ pub struct FlowIn {
 impl FlowIn {
     /// The routing and enrichment inputs of a record (the tenant pair when VMware
     /// overlay elements are present).
+    #[inline]
     pub fn from_record(r: &FlowRecord) -> Self {
         let (src, sp, dst, dp, proto) = r.effective_endpoints();
         let overlay = src != r.src || dst != r.dst;
@@ -568,10 +569,16 @@ impl Rollup {
             if p.per.iter().all(|v| v.is_empty()) {
                 p.since_ms = now;
             }
-            for r in batch.iter() {
-                let f = FlowIn::from_record(r);
-                if let Some(v) = p.per.get_mut(f.shard_of(n)) {
-                    v.push(f);
+            match p.per.as_mut_slice() {
+                // one shard: nothing to route, records are converted in place
+                [v] => v.extend(batch.iter().map(FlowIn::from_record)),
+                per => {
+                    for r in batch.iter() {
+                        let f = FlowIn::from_record(r);
+                        if let Some(v) = per.get_mut(f.shard_of(n)) {
+                            v.push(f);
+                        }
+                    }
                 }
             }
             batch.clear();
