@@ -76,13 +76,13 @@ nagare_stored() {
   curl -s "http://127.0.0.1:$1/metrics" | awk '/^nagare_rollup_records_total/ {s+=$2} END {printf "%d\n", s}'
 }
 
-# run_one COLLECTOR RATE -> prints "sent stored drops cpu_ticks measured_records"
+# run_one COLLECTOR RATE RUN -> prints "sent stored drops cpu_ticks measured_records"
 run_one() {
   local c=$1 rate=$2 port pids dir n w
   port=$(free_port)
   n=$((rate * SECONDS_PER_RUN))
   w=$((rate * WARMUP))
-  dir=$WORK/$c-$rate
+  dir=$WORK/$c-$rate-$3
   mkdir -p "$dir"
   case $c in
     nagare)
@@ -156,9 +156,9 @@ echo "== ingest: NetFlow v$VERSION from nfblast, ${WARMUP}s warm-up + ${SECONDS_
 printf "%-8s %10s %10s %10s %8s %12s\n" collector "rate/s" sent stored drops "CPU s/1M rec"
 declare -A BEST CPU_AT RUNS LOST
 for rate in $RATES; do
-  for _ in $(seq 1 "$REPEAT"); do
+  for k in $(seq 1 "$REPEAT"); do
     for c in nagare nfcapd nfacctd; do
-      read -r sent stored drops ticks measured < <(run_one $c $rate)
+      read -r sent stored drops ticks measured < <(run_one $c $rate $k)
       per_m=$(awk -v t=$ticks -v hz=$TICK -v n=$measured 'BEGIN {if (n > 0) printf "%.3f", (t / hz) / (n / 1e6); else print "-"}')
       mark=""
       if [ "$stored" = "$sent" ]; then

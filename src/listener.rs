@@ -44,8 +44,9 @@ pub struct ListenerConfig {
     /// (see deploy/sysctl.d/90-nagare.conf).
     pub receive_buffer_bytes: usize,
     /// Decoded records handed to the pipeline at once (at least after every receive
-    /// call). Small enough to stay in the core's cache; the pipeline batches them
-    /// further per shard.
+    /// call). Small enough to stay in the core's cache: without backlog the receive
+    /// thread ingests them into an idle shard itself; under backlog the pipeline
+    /// batches them further per shard for the shard threads.
     pub batch_records: usize,
 }
 
