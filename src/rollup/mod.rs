@@ -412,8 +412,8 @@ pub struct ShardMetrics {
     pub sessions: Gauge,
 }
 
-/// Locks a shard (a shard that panicked is still usable: its tables stay consistent
-/// between records).
+/// Locks a shard. A poisoned lock is taken anyway: a panic while one thread used the
+/// shard must not stop the receive threads or the shard's own thread.
 fn lock_shard(m: &std::sync::Mutex<shard::Shard>) -> std::sync::MutexGuard<'_, shard::Shard> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
