@@ -77,6 +77,10 @@ fn nfcapd_records(dgs: &[UdpDatagram], work: &Path) -> u64 {
         .arg("-w")
         .arg(&dir)
         .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-t", "3600"])
+        // a receive buffer for the whole replay (the kernel caps it at rmem_max): with
+        // the default one, nfcapd dropped a datagram when parallel tests kept it off
+        // the CPU
+        .args(["-B", "33554432"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -244,6 +244,8 @@ fn softflowd_exports_agree_between_nagare_and_nfcapd() {
             .arg("-w")
             .arg(&nfdir)
             .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-t", "3600"])
+            // as large a receive buffer as nagare's (the kernel caps both at rmem_max)
+            .args(["-B", "33554432"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
