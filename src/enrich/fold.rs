@@ -239,17 +239,9 @@ impl Folder {
     /// Starts loading the set of session hash `h` into the cache.
     #[inline]
     pub fn prefetch(&self, h: u64) {
-        #[cfg(target_arch = "x86_64")]
         if let Some(set) = self.sets.get(self.set_of(h)) {
-            let p = (set as *const Set).cast::<i8>();
-            // SAFETY: prefetching is a hint and never faults
-            unsafe {
-                use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-                _mm_prefetch::<_MM_HINT_T0>(p);
-            }
+            crate::model::prefetch(set);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = h;
     }
 
     /// Folds one record (its effective 5-tuple: tenant pair for overlays), given its

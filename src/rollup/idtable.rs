@@ -29,18 +29,6 @@ fn tag(id: u64) -> u8 {
     ((id >> 57) as u8) | 0x80
 }
 
-#[inline]
-fn prefetch_line<T>(p: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint and never faults
-    unsafe {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 impl Keys {
     fn mask(&self) -> usize {
         self.keys.len().wrapping_sub(1)
@@ -67,10 +55,10 @@ impl Keys {
     fn prefetch(&self, id: u64, key: bool) {
         let i = (id as usize) & self.mask();
         if let Some(t) = self.tags.get(i) {
-            prefetch_line(t);
+            crate::model::prefetch(t);
         }
         if key && let Some(k) = self.keys.get(i) {
-            prefetch_line(k);
+            crate::model::prefetch(k);
         }
     }
 

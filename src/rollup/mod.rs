@@ -594,7 +594,7 @@ impl Rollup {
                     ready.push((i, std::mem::replace(v, self.pool.take(ROUTE_BATCH))));
                 }
             }
-            if old || p.per.iter().all(|v| v.is_empty()) {
+            if old {
                 p.since_ms = now;
             }
         }
