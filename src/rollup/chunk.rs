@@ -160,7 +160,7 @@ impl Chunk {
 pub struct ChunkBuilder {
     eps: rustc_hash::FxHashMap<Endpoint, u32>,
     obs: rustc_hash::FxHashMap<ObsPoint, u32>,
-    pub chunk_endpoints: Vec<Endpoint>,
+    pub chunk_endpoints: SegVec<Endpoint>,
     pub chunk_obs: Vec<ObsPoint>,
 }
 

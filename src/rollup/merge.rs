@@ -127,7 +127,7 @@ pub fn merge_chunks(res: u32, start: i64, chunks: &[&Chunk], cap: usize) -> Chun
         shard: chunks.first().map_or(0, |c| c.shard),
         seq: 0,
         covers: Vec::new(),
-        endpoints: b.chunk_endpoints.into(),
+        endpoints: b.chunk_endpoints.trimmed(),
         obs: b.chunk_obs,
         rows: rows.into(),
         outer,

@@ -74,9 +74,12 @@ struct OpenBucket {
     overflow_keys: IdSet,
     /// every flow in the overflow (allocated at the first)
     overflow_sketch: Option<Sketch>,
-    rows: Vec<Row>,
-    /// row segments written since the last snapshot (the others are shared with it)
-    dirty: DirtySegs,
+    /// rows in shared segments: a snapshot clones them, a later write copies the
+    /// written segment only
+    rows: SegVec<Row>,
+    /// row segments updated (not only appended to) since the last snapshot: the
+    /// snapshot copies them, the bucket goes on writing its own
+    updated: DirtySegs,
     /// identity of each row
     row_ids: Vec<u64>,
     cb: ChunkBuilder,
@@ -128,8 +131,8 @@ impl OpenBucket {
             index: IdMap::default(),
             full_hits: 0,
             full_misses: 0,
-            rows: Vec::new(),
-            dirty: DirtySegs::default(),
+            rows: SegVec::default(),
+            updated: DirtySegs::default(),
             row_ids: Vec::new(),
             cb: ChunkBuilder::default(),
             obs_at: FxHashMap::default(),
@@ -222,7 +225,7 @@ impl OpenBucket {
         if let Some(at) = self.index.get(id) {
             if let Some(r) = self.rows.get_mut(at as usize) {
                 accumulate(r, a);
-                self.dirty.mark(at as usize);
+                self.updated.mark(at as usize);
             }
             self.full_hits += u64::from(full);
             return true;
@@ -242,7 +245,6 @@ impl OpenBucket {
                 tags,
                 ..*a
             });
-            self.dirty.mark(n);
             self.row_ids.push(id);
             return true;
         }
@@ -276,6 +278,9 @@ struct Prepared {
     /// within the finest level's retention
     fine: bool,
 }
+
+/// An open bucket's rows and endpoints as a snapshot shows them.
+type OpenParts = (SegVec<Row>, SegVec<crate::enrich::Endpoint>);
 
 /// Coarse open buckets (every level but the finest) are re-published at most this
 /// often when records reach them directly (history older than the finest retention);
@@ -728,8 +733,10 @@ impl Shard {
     /// Builds the chunk of a bucket. Closed chunks get a deterministic row order (by
     /// bytes, then key: the same data gives the same file); snapshots of open buckets,
     /// published often and never stored, keep the insertion order.
-    fn build(&self, res: u32, b: &OpenBucket, sorted: bool) -> Chunk {
-        let (rows, endpoints, outer) = if sorted {
+    fn build(&self, res: u32, b: &OpenBucket, open: Option<OpenParts>) -> Chunk {
+        let (rows, endpoints, outer) = if let Some((rows, endpoints)) = open {
+            (rows, endpoints, b.outer.clone())
+        } else {
             let ep_ip = |i: u32| b.cb.chunk_endpoints.get(i as usize).map(|e| e.ip);
             let mut order: Vec<u32> = (0..b.rows.len() as u32).collect();
             order.sort_unstable_by(|&x, &y| {
@@ -755,24 +762,8 @@ impl Shard {
                 .map(|&(r, s, d)| (pos.get(r as usize).copied().unwrap_or(r), s, d))
                 .collect();
             outer.sort_unstable();
-            let endpoints = SegVec::from_slice(&b.cb.chunk_endpoints);
+            let endpoints = b.cb.chunk_endpoints.trimmed();
             (rows, endpoints, outer)
-        } else {
-            // a snapshot shares the unchanged segments of the previous one
-            let prev = b.published.as_deref();
-            (
-                SegVec::republish(
-                    prev.map_or(&SegVec::default(), |c| &c.rows),
-                    &b.rows,
-                    &b.dirty,
-                ),
-                SegVec::republish(
-                    prev.map_or(&SegVec::default(), |c| &c.endpoints),
-                    &b.cb.chunk_endpoints,
-                    &DirtySegs::default(),
-                ),
-                b.outer.clone(),
-            )
         };
         // switch ports: each observation's traffic counts in on its input interface and
         // out on its output interface
@@ -854,7 +845,7 @@ impl Shard {
             }
             for k in due {
                 if let Some(b) = self.levels[li].open.remove(&k) {
-                    closed.push(Arc::new(self.build(res, &b, true)));
+                    closed.push(Arc::new(self.build(res, &b, None)));
                     if li == 0 {
                         self.cascade(&b, now_ms);
                     }
@@ -887,7 +878,18 @@ impl Shard {
                         && ((li == 0 && b.rows.len() < LARGE_OPEN_ROWS)
                             || now_ms - b.published_ms >= COARSE_PUBLISH_MS));
                 let chunk = if due {
-                    Arc::new(self.build(res, b, false))
+                    let Some(bm) = self.levels[li].open.get_mut(&k) else {
+                        continue;
+                    };
+                    let parts = (
+                        bm.rows.snapshot(&bm.updated),
+                        bm.cb.chunk_endpoints.snapshot(&DirtySegs::default()),
+                    );
+                    bm.updated.clear();
+                    let Some(b) = self.levels[li].open.get(&k) else {
+                        continue;
+                    };
+                    Arc::new(self.build(res, b, Some(parts)))
                 } else {
                     match &b.published {
                         Some(c) => c.clone(),
@@ -897,7 +899,6 @@ impl Shard {
                 if let Some(b) = self.levels[li].open.get_mut(&k) {
                     if due {
                         b.published = Some(chunk.clone());
-                        b.dirty.clear();
                         b.changed = false;
                         b.merged = false;
                         b.published_ms = now_ms;
@@ -920,7 +921,7 @@ impl Shard {
             let open = std::mem::take(&mut self.levels[li].open);
             let now_ms = self.now_ms;
             for b in open.values() {
-                closed.push(Arc::new(self.build(res, b, true)));
+                closed.push(Arc::new(self.build(res, b, None)));
                 if li == 0 {
                     self.cascade(b, now_ms);
                 }
