@@ -74,8 +74,7 @@ struct OpenBucket {
     overflow_keys: IdSet,
     /// every flow in the overflow (allocated at the first)
     overflow_sketch: Option<Sketch>,
-    /// rows in shared segments: a snapshot clones them, a later write copies the
-    /// written segment only
+    /// rows in shared copy-on-write segments (see [`SegVec::snapshot`])
     rows: SegVec<Row>,
     /// row segments updated (not only appended to) since the last snapshot: the
     /// snapshot copies them, the bucket goes on writing its own
