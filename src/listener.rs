@@ -90,7 +90,8 @@ pub struct SocketMetrics {
 pub struct BoundSocket {
     pub addr: SocketAddr,
     pub local: SocketAddr,
-    socket: Socket,
+    /// Shared with [`Listener`], which shuts it down to wake the receive thread.
+    socket: Arc<Socket>,
     inode: u64,
     pub metrics: Arc<SocketMetrics>,
 }
@@ -111,9 +112,7 @@ pub fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<BoundSocket, ListenerErro
         let _ = socket.set_only_v6(false);
     }
     let _ = socket.set_recv_buffer_size(rcvbuf);
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .map_err(err)?;
+    socket.set_read_timeout(Some(BUSY_WAIT)).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     let local = socket
         .local_addr()
@@ -136,7 +135,7 @@ pub fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<BoundSocket, ListenerErro
     Ok(BoundSocket {
         addr,
         local,
-        socket,
+        socket: Arc::new(socket),
         inode,
         metrics,
     })
@@ -175,6 +174,13 @@ const BUSY_GAP_MS: i64 = 2;
 /// ...and the receive thread then naps this long after draining the socket.
 const NAP: Duration = Duration::from_micros(1000);
 const MAX_DGRAM: usize = 65_536;
+/// How long a receive waits while the pipeline may hold records of this thread's
+/// (they are handed over when it times out)...
+const BUSY_WAIT: Duration = Duration::from_millis(100);
+/// ...and once it handed everything over: an idle collector wakes up once a second
+/// per socket, not ten times. Stopping does not wait for it ([`Listener::stop`] shuts
+/// the sockets down, which wakes the receive).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Buffers for `recvmmsg`, set up once per receive thread.
 struct RecvBatch {
@@ -240,7 +246,11 @@ impl RecvBatch {
         }
         for (h, a) in self.hdrs.iter().zip(&self.addrs).take(got as usize) {
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            out.push((h.msg_len as usize, sockaddr_to(a), truncated));
+            // no source address: not a datagram (the wake-up of a shut down socket)
+            let src = (h.msg_hdr.msg_namelen > 0)
+                .then(|| sockaddr_to(a))
+                .flatten();
+            out.push((h.msg_len as usize, src, truncated));
         }
         Ok(())
     }
@@ -271,6 +281,8 @@ fn sockaddr_to(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// The running listener: sockets and their receive threads.
 pub struct Listener {
     sockets: Vec<(SocketAddr, u64, Arc<SocketMetrics>)>,
+    /// The sockets, to wake their receive threads when stopping.
+    wake: Vec<Arc<Socket>>,
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
 }
@@ -296,8 +308,10 @@ impl Listener {
         let stop = Arc::new(AtomicBool::new(false));
         let mut sockets = Vec::new();
         let mut threads = Vec::new();
+        let mut wake = Vec::new();
         for (i, b) in bound.into_iter().enumerate() {
             sockets.push((b.local, b.inode, b.metrics.clone()));
+            wake.push(b.socket.clone());
             let decoder = decoder.clone();
             let sink = sink.clone();
             let stop = stop.clone();
@@ -310,6 +324,7 @@ impl Listener {
         }
         Ok(Self {
             sockets,
+            wake,
             threads: std::sync::Mutex::new(threads),
             stop,
         })
@@ -341,6 +356,12 @@ impl Listener {
     /// Stops the receive threads and waits for them (they flush their last batch).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        for s in &self.wake {
+            // Wakes a receive blocked on the socket (Linux sets the shutdown flag and
+            // wakes the waiters even on an unconnected UDP socket, which reports
+            // ENOTCONN); without it the receive ends at its timeout.
+            let _ = s.shutdown(std::net::Shutdown::Read);
+        }
         let threads = match self.threads.lock() {
             Ok(mut g) => std::mem::take(&mut *g),
             Err(p) => std::mem::take(&mut *p.into_inner()),
@@ -424,12 +445,22 @@ fn receive_loop(
     let mut records: Vec<FlowRecord> = Vec::with_capacity(batch_records + 64);
     let m = &b.metrics;
     let mut last_data_ms = i64::MIN / 2;
+    let mut idle = false;
     while !stop.load(Ordering::Relaxed) {
         match rb.recv(fd, &mut got) {
             Ok(()) => {
                 let now = now_ms();
                 let backlog = got.len() >= BATCH;
+                let stopping = stop.load(Ordering::Relaxed);
+                if idle {
+                    idle = false;
+                    let _ = b.socket.set_read_timeout(Some(BUSY_WAIT));
+                }
                 for (i, (len, src, truncated)) in got.iter().enumerate() {
+                    if stopping && src.is_none() {
+                        // the wake-up of a socket shut down by `stop`, not a datagram
+                        continue;
+                    }
                     m.datagrams.inc();
                     m.bytes.add(*len as u64);
                     if *truncated {
@@ -458,8 +489,13 @@ fn receive_loop(
                 }
             }
             Err(e) => {
-                // the socket is quiet: let the pipeline hand over what it holds
+                // the socket is quiet: let the pipeline hand over what it holds, then
+                // wait longer (nothing of this thread's is left to hand over)
                 sink.ingest(&mut records, false);
+                if !idle {
+                    idle = true;
+                    let _ = b.socket.set_read_timeout(Some(IDLE_WAIT));
+                }
                 match e.kind() {
                     std::io::ErrorKind::WouldBlock
                     | std::io::ErrorKind::TimedOut
@@ -474,5 +510,84 @@ fn receive_loop(
     }
     if !records.is_empty() {
         sink.ingest(&mut records, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::DecodeConfig;
+    use crate::generate::encode::{Exporter, GenRecord};
+
+    /// Keeps every record it is given.
+    #[derive(Default)]
+    struct Keep(std::sync::Mutex<Vec<FlowRecord>>);
+
+    impl RecordSink for Keep {
+        fn ingest(&self, batch: &mut Vec<FlowRecord>, _backlog: bool) {
+            if let Ok(mut v) = self.0.lock() {
+                v.append(batch);
+            }
+            batch.clear();
+        }
+    }
+
+    fn rec(i: u16) -> GenRecord {
+        GenRecord {
+            src: IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 0, i as u8)),
+            dst: IpAddr::V4(std::net::Ipv4Addr::new(10, 2, 0, 1)),
+            src_port: 40_000 + i,
+            dst_port: 443,
+            protocol: 6,
+            tcp_flags: 0x1b,
+            bytes: 100 * u64::from(i),
+            packets: u64::from(i),
+            start_ms: 1_764_000_000_000,
+            end_ms: 1_764_000_000_500,
+            in_if: 1,
+            out_if: 2,
+            vlan: 0,
+            direction: 0,
+            vmware: None,
+        }
+    }
+
+    /// A listener whose receive thread went idle (it waits [`IDLE_WAIT`] then) stops
+    /// when asked; the shutdown that wakes its receive is not counted as a datagram,
+    /// and every record sent before is delivered.
+    #[test]
+    fn idle_receive_wakes_on_stop_and_counts_only_datagrams() {
+        let cfg = ListenerConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..ListenerConfig::default()
+        };
+        let decoder = Arc::new(Decoder::new(DecodeConfig::default()));
+        let sink = Arc::new(Keep::default());
+        let l = Listener::start(&cfg, decoder.clone(), sink.clone()).unwrap();
+        let to = l.local_addrs()[0];
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut ex = Exporter::new(5, 0, 1_764_000_000_000 - 60_000);
+        let recs: Vec<GenRecord> = (1..=7).map(rec).collect();
+        let dgrams = ex.encode(&recs, 1_764_000_001_000);
+        for d in &dgrams {
+            tx.send_to(d, to).unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        while sink.0.lock().unwrap().len() < recs.len() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "records not received"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // past the busy wait: the receive thread handed over and waits idle now
+        std::thread::sleep(BUSY_WAIT * 3);
+        l.stop();
+        let (datagrams, _) = l.totals();
+        assert_eq!(datagrams, dgrams.len() as u64);
+        assert_eq!(decoder.metrics.total_errors(), 0);
+        let got = sink.0.lock().unwrap();
+        assert_eq!(got.len(), 7);
+        assert_eq!(got.iter().map(|r| r.packets).sum::<u64>(), 28);
     }
 }
