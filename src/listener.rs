@@ -85,6 +85,8 @@ pub struct SocketMetrics {
     pub truncated: Counter,
     pub kernel_drops: Counter,
     pub rcvbuf: Gauge,
+    /// Panics caught while decoding and handing over (a bug: the thread goes on).
+    pub panics: Counter,
 }
 
 pub struct BoundSocket {
@@ -373,7 +375,7 @@ impl Listener {
 
     pub fn render_metrics(&self, out: &mut Exposition) {
         type Get = fn(&SocketMetrics) -> u64;
-        let families: [(&str, &str, &str, Get); 6] = [
+        let families: [(&str, &str, &str, Get); 7] = [
             (
                 "nagare_listener_datagrams_total",
                 "Datagrams received.",
@@ -405,6 +407,12 @@ impl Listener {
                 |m| m.kernel_drops.get(),
             ),
             (
+                "nagare_listener_panics_total",
+                "Panics caught in the receive thread while decoding or handing over records (a bug; the records of that receive may be lost, the thread goes on).",
+                "counter",
+                |m| m.panics.get(),
+            ),
+            (
                 "nagare_listener_receive_buffer_bytes",
                 "SO_RCVBUF granted by the kernel.",
                 "gauge",
@@ -427,6 +435,26 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Runs `f` (decoding and handing over one receive's records); a panic in it is caught
+/// and counted, so a bug triggered by some input does not end the receive thread and
+/// with it all intake on the socket. The records still held (`records`) are dropped:
+/// the state they would have gone into may be half-updated.
+fn guarded(m: &SocketMetrics, records: &mut Vec<FlowRecord>, f: impl FnOnce(&mut Vec<FlowRecord>)) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *records)));
+    if r.is_err() {
+        records.clear();
+        m.panics.inc();
+        let n = m.panics.get();
+        // a panic on every datagram must not flood the log
+        if n <= 10 || n.is_power_of_two() {
+            tracing::error!(
+                panics = n,
+                "caught a panic while decoding or ingesting a receive's records (a bug: please report it with the panic message above); receiving goes on"
+            );
+        }
+    }
 }
 
 fn receive_loop(
@@ -456,28 +484,30 @@ fn receive_loop(
                     idle = false;
                     let _ = b.socket.set_read_timeout(Some(BUSY_WAIT));
                 }
-                for (i, (len, src, truncated)) in got.iter().enumerate() {
-                    if stopping && src.is_none() {
-                        // the wake-up of a socket shut down by `stop`, not a datagram
-                        continue;
+                guarded(m, &mut records, |records| {
+                    for (i, (len, src, truncated)) in got.iter().enumerate() {
+                        if stopping && src.is_none() {
+                            // the wake-up of a socket shut down by `stop`, not a datagram
+                            continue;
+                        }
+                        m.datagrams.inc();
+                        m.bytes.add(*len as u64);
+                        if *truncated {
+                            m.truncated.inc();
+                        }
+                        let Some(src) = src else { continue };
+                        let len = (*len).min(MAX_DGRAM);
+                        let _ = decoder.decode(src.ip(), now, &rb.bufs[i][..len], records);
+                        // small hand-overs keep the decoded records in the core's cache;
+                        // the pipeline batches them for the shards
+                        if records.len() >= batch_records {
+                            sink.ingest(records, backlog);
+                        }
                     }
-                    m.datagrams.inc();
-                    m.bytes.add(*len as u64);
-                    if *truncated {
-                        m.truncated.inc();
+                    if !records.is_empty() {
+                        sink.ingest(records, backlog);
                     }
-                    let Some(src) = src else { continue };
-                    let len = (*len).min(MAX_DGRAM);
-                    let _ = decoder.decode(src.ip(), now, &rb.bufs[i][..len], &mut records);
-                    // small hand-overs keep the decoded records in the core's cache; the
-                    // pipeline batches them for the shards
-                    if records.len() >= batch_records {
-                        sink.ingest(&mut records, backlog);
-                    }
-                }
-                if !records.is_empty() {
-                    sink.ingest(&mut records, backlog);
-                }
+                });
                 // Under load, a drained socket refills within microseconds: waking up
                 // for every datagram costs more than the datagram. Nap briefly so the
                 // next receive takes many at once (the socket buffer holds far more
@@ -491,7 +521,7 @@ fn receive_loop(
             Err(e) => {
                 // the socket is quiet: let the pipeline hand over what it holds, then
                 // wait longer (nothing of this thread's is left to hand over)
-                sink.ingest(&mut records, false);
+                guarded(m, &mut records, |records| sink.ingest(records, false));
                 if !idle {
                     idle = true;
                     let _ = b.socket.set_read_timeout(Some(IDLE_WAIT));
@@ -509,7 +539,7 @@ fn receive_loop(
         }
     }
     if !records.is_empty() {
-        sink.ingest(&mut records, false);
+        guarded(m, &mut records, |records| sink.ingest(records, false));
     }
 }
 
@@ -550,6 +580,72 @@ mod tests {
             direction: 0,
             vmware: None,
         }
+    }
+
+    /// Panics (as a bug in decoding or shard code would) on its first non-empty batch,
+    /// then keeps records.
+    #[derive(Default)]
+    struct PanicsOnce {
+        panicked: AtomicBool,
+        kept: Keep,
+    }
+
+    impl RecordSink for PanicsOnce {
+        fn ingest(&self, batch: &mut Vec<FlowRecord>, backlog: bool) {
+            if !batch.is_empty() && !self.panicked.swap(true, Ordering::SeqCst) {
+                panic!("test sink: first batch");
+            }
+            self.kept.ingest(batch, backlog);
+        }
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let t0 = std::time::Instant::now();
+        while !done() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A panic while handing over records is caught and counted: the receive thread
+    /// goes on, and what arrives afterwards is delivered.
+    #[test]
+    fn a_panic_in_the_pipeline_does_not_end_the_receive_thread() {
+        let cfg = ListenerConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..ListenerConfig::default()
+        };
+        let decoder = Arc::new(Decoder::new(DecodeConfig::default()));
+        let sink = Arc::new(PanicsOnce::default());
+        let l = Listener::start(&cfg, decoder, sink.clone()).unwrap();
+        let to = l.local_addrs()[0];
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut ex = Exporter::new(5, 0, 1_764_000_000_000 - 60_000);
+        for d in ex.encode(&[rec(1), rec(2)], 1_764_000_001_000) {
+            tx.send_to(&d, to).unwrap();
+        }
+        let panics = || l.sockets.iter().map(|s| s.2.panics.get()).sum::<u64>();
+        wait_for("the first batch never reached the sink", || panics() == 1);
+        for d in ex.encode(&[rec(3), rec(4), rec(5)], 1_764_000_002_000) {
+            tx.send_to(&d, to).unwrap();
+        }
+        wait_for("records sent after the panic were not delivered", || {
+            sink.kept.0.lock().unwrap().len() == 3
+        });
+        l.stop();
+        assert_eq!(panics(), 1);
+        let got = sink.kept.0.lock().unwrap();
+        let mut ports: Vec<u16> = got.iter().map(|r| r.src_port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, vec![40_003, 40_004, 40_005]);
+        let mut text = crate::telemetry::Exposition::default();
+        l.render_metrics(&mut text);
+        let text = text.finish();
+        assert!(
+            text.lines()
+                .any(|x| x.starts_with("nagare_listener_panics_total{") && x.ends_with(" 1")),
+            "panics are exported"
+        );
     }
 
     /// A listener whose receive thread went idle (it waits [`IDLE_WAIT`] then) stops
