@@ -408,6 +408,8 @@ pub struct ShardMetrics {
     pub refused_future: Counter,
     pub overflow_records: Counter,
     pub queue_dropped: Counter,
+    /// Panics caught on the shard's own thread (a bug: the thread goes on).
+    pub panics: Counter,
     pub open_buckets: Gauge,
     pub sessions: Gauge,
 }
@@ -416,6 +418,23 @@ pub struct ShardMetrics {
 /// shard must not stop the receive threads or the shard's own thread.
 fn lock_shard(m: &std::sync::Mutex<shard::Shard>) -> std::sync::MutexGuard<'_, shard::Shard> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs one step of a shard's thread (ingesting a queued batch, or a tick). A panic in
+/// it is caught and counted, so a bug does not end the thread (with it the shard's
+/// queue, its bucket closing and publishing); what the step was doing is lost.
+fn shard_step(m: &ShardMetrics, what: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        m.panics.inc();
+        let n = m.panics.get();
+        if n <= 10 || n.is_power_of_two() {
+            tracing::error!(
+                panics = n,
+                step = what,
+                "caught a panic in a shard's thread (a bug: please report it with the panic message above); the shard goes on"
+            );
+        }
+    }
 }
 
 /// The rollup stage: router and shard threads.
@@ -479,6 +498,7 @@ impl Rollup {
                 fm.clone(),
             )));
             shard_locks.push(shard.clone());
+            let tm = m.clone();
             let h = std::thread::Builder::new()
                 .name(format!("nagare-shard-{id}"))
                 .spawn(move || {
@@ -490,7 +510,14 @@ impl Rollup {
                         match rx.recv_timeout(Duration::from_millis(wait)) {
                             Ok(mut batch) => {
                                 let (t, g) = (enricher.tables(), enricher.geo());
-                                lock_shard(&shard).ingest(&batch, &t, &g, crate::daemon::now_ms());
+                                shard_step(&tm, "ingest", || {
+                                    lock_shard(&shard).ingest(
+                                        &batch,
+                                        &t,
+                                        &g,
+                                        crate::daemon::now_ms(),
+                                    );
+                                });
                                 batch.clear();
                                 pool.put(batch);
                             }
@@ -499,7 +526,7 @@ impl Rollup {
                         }
                         let now = crate::daemon::now_ms();
                         if now >= next_tick {
-                            lock_shard(&shard).tick_and_commit(now);
+                            shard_step(&tm, "tick", || lock_shard(&shard).tick_and_commit(now));
                             next_tick = now + 1000;
                         }
                     }
@@ -646,7 +673,7 @@ impl Rollup {
 
     pub fn render_metrics(&self, out: &mut Exposition) {
         type Get = fn(&ShardMetrics) -> u64;
-        let fams: [(&str, &str, &str, Get); 8] = [
+        let fams: [(&str, &str, &str, Get); 9] = [
             (
                 "nagare_rollup_records_total",
                 "Records that reached a rollup shard.",
@@ -682,6 +709,12 @@ impl Rollup {
                 "Records dropped because a shard's queue stayed full.",
                 "counter",
                 |m| m.queue_dropped.get(),
+            ),
+            (
+                "nagare_rollup_panics_total",
+                "Panics caught on the shard's own thread (a bug; the batch or tick it was working on is lost, the thread goes on). A panic while a receive thread ingests counts in nagare_listener_panics_total.",
+                "counter",
+                |m| m.panics.get(),
             ),
             (
                 "nagare_rollup_open_buckets",
@@ -941,6 +974,70 @@ mod tests {
         };
         let e = big.fold_limits(1).unwrap_err().to_string();
         assert!(e.contains("max_sessions") && e.contains("4096 MiB"), "{e}");
+    }
+
+    /// A panic on a shard's own thread (here in `Shard::ingest`, as a bug would) is
+    /// caught and counted: the thread goes on ingesting the batches queued after it.
+    #[test]
+    fn a_panic_on_the_shard_thread_does_not_end_it() {
+        use crate::enrich::geoip::GeoTable;
+        use crate::enrich::inventory::Inventory;
+        use crate::model::ExporterId;
+        use std::net::Ipv4Addr;
+        let enr = Arc::new(Enricher::from_parts(
+            Inventory::default(),
+            GeoTable::default(),
+        ));
+        let (r, _) = Rollup::start(&RollupConfig::default(), None, enr).unwrap();
+        let now = crate::daemon::now_ms();
+        let batch = |from: u32, n: u32| -> Vec<FlowRecord> {
+            (from..from + n)
+                .map(|i| {
+                    let mut rec =
+                        FlowRecord::empty(ExporterId::new("192.0.2.1".parse().unwrap(), 0), 10);
+                    rec.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+                    rec.dst = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+                    rec.src_port = 40_000;
+                    rec.dst_port = 443;
+                    rec.protocol = 6;
+                    rec.bytes = 100;
+                    rec.packets = 1;
+                    rec.start_ms = now - 2_000;
+                    rec.end_ms = now - 1_000;
+                    rec
+                })
+                .collect()
+        };
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            let t0 = std::time::Instant::now();
+            while !done() {
+                assert!(t0.elapsed().as_secs() < 20, "{what}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        lock_shard(&r.shard_locks[0]).panic_on_next_ingest = true;
+        // under backlog, then a quiet socket: the records go through the shard's queue
+        r.ingest(&mut batch(0, 50), true);
+        r.ingest(&mut Vec::new(), true);
+        wait("the shard thread never took the first batch", &|| {
+            r.shard_metrics[0].panics.get() == 1
+        });
+        r.ingest(&mut batch(50, 70), true);
+        r.ingest(&mut Vec::new(), true);
+        wait("batches queued after the panic were not ingested", &|| {
+            r.shard_metrics[0].records.get() == 70
+        });
+        r.stop();
+        assert_eq!(r.shard_metrics[0].panics.get(), 1);
+        assert_eq!(r.shard_metrics[0].inline_records.get(), 0);
+        let v = r.store.view();
+        let (mut rows, mut packets) = (0u64, 0u64);
+        for c in v.chunks(60, 0, i64::MAX) {
+            rows += c.rows.len() as u64;
+            packets += c.rows.iter().map(|x| x.packets).sum::<u64>() + c.overflow.packets;
+        }
+        // the 70 flows after the panic, each its own row; the 50 of the lost batch none
+        assert_eq!((rows, packets), (70, 70));
     }
 
     /// Records handed over under backlog (through the shard queues) and without it

@@ -316,6 +316,9 @@ pub struct Shard {
     /// The latest wall-clock time given by `ingest` or `tick` (retention at the final
     /// flush is judged by it).
     now_ms: i64,
+    /// Tests: the next `ingest` panics, as a bug would.
+    #[cfg(test)]
+    pub(crate) panic_on_next_ingest: bool,
 }
 
 /// The open bucket starting at `b` of a level, opened if needed.
@@ -381,6 +384,8 @@ impl Shard {
             hashes: Vec::new(),
             prepared: Vec::new(),
             now_ms: 0,
+            #[cfg(test)]
+            panic_on_next_ingest: false,
         }
     }
 
@@ -432,6 +437,10 @@ impl Shard {
     /// records ahead) and compute each row's identity; accumulate (row index and
     /// overflow slots prefetched a few records ahead).
     pub fn ingest(&mut self, flows: &[FlowIn], tables: &Tables, geo: &GeoTable, now_ms: i64) {
+        #[cfg(test)]
+        if std::mem::take(&mut self.panic_on_next_ingest) {
+            panic!("test: shard {} ingest", self.id);
+        }
         self.now_ms = self.now_ms.max(now_ms);
         let now_s = now_ms.div_euclid(1000);
         self.metrics.records.add(flows.len() as u64);
