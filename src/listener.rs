@@ -184,9 +184,17 @@ const BUSY_WAIT: Duration = Duration::from_millis(100);
 /// the sockets down, which wakes the receive).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
+/// Distance between the starts of two receive buffers: room for the largest datagram,
+/// plus 17 cache lines. With a power-of-two distance, the first lines of every buffer
+/// (where a datagram of a batch lies) would map to the same few cache sets and evict
+/// each other between the kernel's copy and the decoding; shifted by 17 lines each, a
+/// batch of datagrams spreads evenly over every set.
+const BUF_STRIDE: usize = MAX_DGRAM + 17 * 64;
+
 /// Buffers for `recvmmsg`, set up once per receive thread.
 struct RecvBatch {
-    bufs: Vec<Vec<u8>>,
+    /// `n` buffers of `MAX_DGRAM` bytes, [`BUF_STRIDE`] apart
+    area: Vec<u8>,
     iov: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
     hdrs: Vec<libc::mmsghdr>,
@@ -195,18 +203,19 @@ struct RecvBatch {
 impl RecvBatch {
     fn new(n: usize) -> Box<Self> {
         let mut b = Box::new(Self {
-            bufs: (0..n).map(|_| vec![0u8; MAX_DGRAM]).collect(),
+            area: vec![0u8; n * BUF_STRIDE],
             iov: Vec::with_capacity(n),
             // SAFETY: sockaddr_storage and mmsghdr are plain C structs; all-zero is valid.
             addrs: vec![unsafe { std::mem::zeroed() }; n],
             hdrs: Vec::with_capacity(n),
         });
         for i in 0..n {
-            let base = b.bufs[i].as_mut_ptr();
-            b.iov.push(libc::iovec {
-                iov_base: base.cast(),
-                iov_len: MAX_DGRAM,
-            });
+            if let Some(buf) = b.area.get_mut(i * BUF_STRIDE..i * BUF_STRIDE + MAX_DGRAM) {
+                b.iov.push(libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                });
+            }
         }
         for i in 0..n {
             // SAFETY: as above, an all-zero mmsghdr is valid; pointers are filled below.
@@ -217,6 +226,14 @@ impl RecvBatch {
             b.hdrs.push(h);
         }
         b
+    }
+
+    /// The first `len` bytes of buffer `i` (empty when out of range).
+    fn datagram(&self, i: usize, len: usize) -> &[u8] {
+        let start = i * BUF_STRIDE;
+        self.area
+            .get(start..start + len.min(MAX_DGRAM))
+            .unwrap_or_default()
     }
 
     /// Receives up to `n` datagrams (blocking for the first, up to SO_RCVTIMEO) and
@@ -497,7 +514,7 @@ fn receive_loop(
                         }
                         let Some(src) = src else { continue };
                         let len = (*len).min(MAX_DGRAM);
-                        let _ = decoder.decode(src.ip(), now, &rb.bufs[i][..len], records);
+                        let _ = decoder.decode(src.ip(), now, rb.datagram(i, len), records);
                         // small hand-overs keep the decoded records in the core's cache;
                         // the pipeline batches them for the shards
                         if records.len() >= batch_records {
