@@ -624,20 +624,40 @@ mod tests {
         }
     }
 
-    /// A panic while handing over records is caught and counted: the receive thread
-    /// goes on, and what arrives afterwards is delivered.
-    #[test]
-    fn a_panic_in_the_pipeline_does_not_end_the_receive_thread() {
+    /// A listener on a free loopback port feeding `sink`, its decoder, and a socket and
+    /// a v5 exporter to send to it.
+    struct Setup {
+        l: Listener,
+        decoder: Arc<Decoder>,
+        to: SocketAddr,
+        tx: std::net::UdpSocket,
+        ex: Exporter,
+    }
+
+    fn setup(sink: Arc<dyn RecordSink>) -> Setup {
         let cfg = ListenerConfig {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
             ..ListenerConfig::default()
         };
         let decoder = Arc::new(Decoder::new(DecodeConfig::default()));
+        let l = Listener::start(&cfg, decoder.clone(), sink).unwrap();
+        Setup {
+            to: l.local_addrs()[0],
+            l,
+            decoder,
+            tx: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            ex: Exporter::new(5, 0, 1_764_000_000_000 - 60_000),
+        }
+    }
+
+    /// A panic while handing over records is caught and counted: the receive thread
+    /// goes on, and what arrives afterwards is delivered.
+    #[test]
+    fn a_panic_in_the_pipeline_does_not_end_the_receive_thread() {
         let sink = Arc::new(PanicsOnce::default());
-        let l = Listener::start(&cfg, decoder, sink.clone()).unwrap();
-        let to = l.local_addrs()[0];
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut ex = Exporter::new(5, 0, 1_764_000_000_000 - 60_000);
+        let Setup {
+            l, to, tx, mut ex, ..
+        } = setup(sink.clone());
         for d in ex.encode(&[rec(1), rec(2)], 1_764_000_001_000) {
             tx.send_to(&d, to).unwrap();
         }
@@ -670,16 +690,14 @@ mod tests {
     /// and every record sent before is delivered.
     #[test]
     fn idle_receive_wakes_on_stop_and_counts_only_datagrams() {
-        let cfg = ListenerConfig {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            ..ListenerConfig::default()
-        };
-        let decoder = Arc::new(Decoder::new(DecodeConfig::default()));
         let sink = Arc::new(Keep::default());
-        let l = Listener::start(&cfg, decoder.clone(), sink.clone()).unwrap();
-        let to = l.local_addrs()[0];
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut ex = Exporter::new(5, 0, 1_764_000_000_000 - 60_000);
+        let Setup {
+            l,
+            decoder,
+            to,
+            tx,
+            mut ex,
+        } = setup(sink.clone());
         let recs: Vec<GenRecord> = (1..=7).map(rec).collect();
         let dgrams = ex.encode(&recs, 1_764_000_001_000);
         for d in &dgrams {

@@ -976,14 +976,31 @@ mod tests {
         assert!(e.contains("max_sessions") && e.contains("4096 MiB"), "{e}");
     }
 
+    /// Flow `i` of a test stream: 10.0.0.0 + i -> 198.18.0.1:443 (TCP SYN), one packet
+    /// of one byte, from two seconds to one second before `now`.
+    fn test_flow(i: u32, now: i64) -> FlowRecord {
+        use std::net::Ipv4Addr;
+        let exporter = crate::model::ExporterId::new("192.0.2.1".parse().unwrap(), 0);
+        let mut rec = FlowRecord::empty(exporter, 10);
+        rec.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        rec.dst = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+        rec.src_port = 40_000;
+        rec.dst_port = 443;
+        rec.protocol = 6;
+        rec.tcp_flags = 0x02;
+        rec.bytes = 1;
+        rec.packets = 1;
+        rec.start_ms = now - 2_000;
+        rec.end_ms = now - 1_000;
+        rec
+    }
+
     /// A panic on a shard's own thread (here in `Shard::ingest`, as a bug would) is
     /// caught and counted: the thread goes on ingesting the batches queued after it.
     #[test]
     fn a_panic_on_the_shard_thread_does_not_end_it() {
         use crate::enrich::geoip::GeoTable;
         use crate::enrich::inventory::Inventory;
-        use crate::model::ExporterId;
-        use std::net::Ipv4Addr;
         let enr = Arc::new(Enricher::from_parts(
             Inventory::default(),
             GeoTable::default(),
@@ -991,22 +1008,7 @@ mod tests {
         let (r, _) = Rollup::start(&RollupConfig::default(), None, enr).unwrap();
         let now = crate::daemon::now_ms();
         let batch = |from: u32, n: u32| -> Vec<FlowRecord> {
-            (from..from + n)
-                .map(|i| {
-                    let mut rec =
-                        FlowRecord::empty(ExporterId::new("192.0.2.1".parse().unwrap(), 0), 10);
-                    rec.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
-                    rec.dst = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
-                    rec.src_port = 40_000;
-                    rec.dst_port = 443;
-                    rec.protocol = 6;
-                    rec.bytes = 100;
-                    rec.packets = 1;
-                    rec.start_ms = now - 2_000;
-                    rec.end_ms = now - 1_000;
-                    rec
-                })
-                .collect()
+            (from..from + n).map(|i| test_flow(i, now)).collect()
         };
         let wait = |what: &str, done: &dyn Fn() -> bool| {
             let t0 = std::time::Instant::now();
@@ -1046,8 +1048,6 @@ mod tests {
     fn inline_and_queued_records_all_arrive() {
         use crate::enrich::geoip::GeoTable;
         use crate::enrich::inventory::Inventory;
-        use crate::model::ExporterId;
-        use std::net::Ipv4Addr;
         let cfg = RollupConfig {
             shards: 2,
             ..RollupConfig::default()
@@ -1061,17 +1061,8 @@ mod tests {
         let n = 9_000u32;
         let mut batch = Vec::new();
         for i in 0..n {
-            let mut rec = FlowRecord::empty(ExporterId::new("192.0.2.1".parse().unwrap(), 0), 10);
-            rec.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
-            rec.dst = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
-            rec.src_port = 40_000;
-            rec.dst_port = 443;
-            rec.protocol = 6;
-            rec.tcp_flags = 0x02;
+            let mut rec = test_flow(i, now);
             rec.bytes = u64::from(i) + 1;
-            rec.packets = 1;
-            rec.start_ms = now - 2_000;
-            rec.end_ms = now - 1_000;
             batch.push(rec);
             if batch.len() == 100 {
                 // the first 6 000 under backlog: they go through the queues
