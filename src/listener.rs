@@ -228,7 +228,8 @@ impl RecvBatch {
         b
     }
 
-    /// The first `len` bytes of buffer `i` (empty when out of range).
+    /// The first `len` bytes of buffer `i`, at most `MAX_DGRAM` (empty when `i` is out
+    /// of range).
     fn datagram(&self, i: usize, len: usize) -> &[u8] {
         let start = i * BUF_STRIDE;
         self.area
@@ -513,8 +514,7 @@ fn receive_loop(
                             m.truncated.inc();
                         }
                         let Some(src) = src else { continue };
-                        let len = (*len).min(MAX_DGRAM);
-                        let _ = decoder.decode(src.ip(), now, rb.datagram(i, len), records);
+                        let _ = decoder.decode(src.ip(), now, rb.datagram(i, *len), records);
                         // small hand-overs keep the decoded records in the core's cache;
                         // the pipeline batches them for the shards
                         if records.len() >= batch_records {
