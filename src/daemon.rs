@@ -178,8 +178,8 @@ pub async fn run(
     );
     let pipeline = {
         let rollup = rollup.clone();
-        Arc::new(Pipeline::with_next(Box::new(move |batch, backlog| {
-            rollup.ingest(batch, backlog)
+        Arc::new(Pipeline::with_next(Box::new(move |batch, how| {
+            rollup.ingest(batch, how)
         })))
     };
     let listener = Arc::new(Listener::start(

@@ -43,10 +43,12 @@ pub struct ListenerConfig {
     /// Requested SO_RCVBUF in bytes. The kernel caps it at net.core.rmem_max
     /// (see deploy/sysctl.d/90-nagare.conf).
     pub receive_buffer_bytes: usize,
-    /// Decoded records handed to the pipeline at once (at least after every receive
-    /// call). Small enough to stay in the core's cache: without backlog the receive
-    /// thread ingests them into an idle shard itself; under backlog the pipeline
-    /// batches them further per shard for the shard threads.
+    /// Decoded records handed to the pipeline at once (and the rest at the end of
+    /// every receive call). Small enough for the decoded records to stay in the
+    /// core's first-level cache; the pipeline collects them per shard, so that
+    /// without backlog the receive thread ingests up to
+    /// [`crate::rollup::INLINE_BATCH`] at a time into an idle shard itself, and under
+    /// backlog hands larger batches to the shard threads.
     pub batch_records: usize,
 }
 
@@ -63,17 +65,37 @@ impl Default for ListenerConfig {
             ],
             sockets_per_address: 1,
             receive_buffer_bytes: 32 << 20,
-            batch_records: 512,
+            batch_records: 64,
         }
+    }
+}
+
+/// Where a hand-over of records stands in its receive thread's work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// Records of a receive call, more of which follow. `backlog` says the socket had
+    /// more datagrams waiting than one receive takes: the sink should hand work to
+    /// other threads rather than do it on the receiving one.
+    Part { backlog: bool },
+    /// The last records of a receive call (possibly none).
+    End { backlog: bool },
+    /// The socket is quiet, or the thread stops: hand over whatever waits.
+    Quiet,
+}
+
+impl Handover {
+    pub fn backlog(self) -> bool {
+        matches!(
+            self,
+            Self::Part { backlog: true } | Self::End { backlog: true }
+        )
     }
 }
 
 /// Where decoded records go (enrichment and rollups in the daemon; a collector in tests).
 pub trait RecordSink: Send + Sync {
-    /// Takes the records of `batch` (leaving it empty, capacity kept). `backlog` says
-    /// the socket had more datagrams waiting than one receive takes: the sink should
-    /// hand work to other threads rather than do it on the receiving one.
-    fn ingest(&self, batch: &mut Vec<FlowRecord>, backlog: bool);
+    /// Takes the records of `batch` (leaving it empty, capacity kept).
+    fn ingest(&self, batch: &mut Vec<FlowRecord>, how: Handover);
 }
 
 /// Per-socket counters.
@@ -518,12 +540,10 @@ fn receive_loop(
                         // small hand-overs keep the decoded records in the core's cache;
                         // the pipeline batches them for the shards
                         if records.len() >= batch_records {
-                            sink.ingest(records, backlog);
+                            sink.ingest(records, Handover::Part { backlog });
                         }
                     }
-                    if !records.is_empty() {
-                        sink.ingest(records, backlog);
-                    }
+                    sink.ingest(records, Handover::End { backlog });
                 });
                 // Under load, a drained socket refills within microseconds: waking up
                 // for every datagram costs more than the datagram. Nap briefly so the
@@ -538,7 +558,9 @@ fn receive_loop(
             Err(e) => {
                 // the socket is quiet: let the pipeline hand over what it holds, then
                 // wait longer (nothing of this thread's is left to hand over)
-                guarded(m, &mut records, |records| sink.ingest(records, false));
+                guarded(m, &mut records, |records| {
+                    sink.ingest(records, Handover::Quiet);
+                });
                 if !idle {
                     idle = true;
                     let _ = b.socket.set_read_timeout(Some(IDLE_WAIT));
@@ -555,9 +577,9 @@ fn receive_loop(
             }
         }
     }
-    if !records.is_empty() {
-        guarded(m, &mut records, |records| sink.ingest(records, false));
-    }
+    guarded(m, &mut records, |records| {
+        sink.ingest(records, Handover::Quiet)
+    });
 }
 
 #[cfg(test)]
@@ -571,7 +593,7 @@ mod tests {
     struct Keep(std::sync::Mutex<Vec<FlowRecord>>);
 
     impl RecordSink for Keep {
-        fn ingest(&self, batch: &mut Vec<FlowRecord>, _backlog: bool) {
+        fn ingest(&self, batch: &mut Vec<FlowRecord>, _how: Handover) {
             if let Ok(mut v) = self.0.lock() {
                 v.append(batch);
             }
@@ -608,11 +630,11 @@ mod tests {
     }
 
     impl RecordSink for PanicsOnce {
-        fn ingest(&self, batch: &mut Vec<FlowRecord>, backlog: bool) {
+        fn ingest(&self, batch: &mut Vec<FlowRecord>, how: Handover) {
             if !batch.is_empty() && !self.panicked.swap(true, Ordering::SeqCst) {
                 panic!("test sink: first batch");
             }
-            self.kept.ingest(batch, backlog);
+            self.kept.ingest(batch, how);
         }
     }
 

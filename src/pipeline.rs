@@ -1,7 +1,7 @@
 //! The glue between stages: decoded records from the listener threads go through
 //! enrichment to the rollup shards.
 
-use crate::listener::RecordSink;
+use crate::listener::{Handover, RecordSink};
 use crate::model::FlowRecord;
 use crate::telemetry::{Counter, Exposition};
 
@@ -14,8 +14,9 @@ pub struct PipelineMetrics {
 }
 
 /// The stage after counting (enrichment and rollups in the daemon).
-/// It takes the batch and the receive thread's backlog hint ([`RecordSink::ingest`]).
-pub type NextStage = Box<dyn Fn(&mut Vec<FlowRecord>, bool) + Send + Sync>;
+/// It takes the batch and where it stands in the receive thread's work
+/// ([`RecordSink::ingest`]).
+pub type NextStage = Box<dyn Fn(&mut Vec<FlowRecord>, Handover) + Send + Sync>;
 
 pub struct Pipeline {
     pub metrics: PipelineMetrics,
@@ -58,7 +59,7 @@ impl Pipeline {
 }
 
 impl RecordSink for Pipeline {
-    fn ingest(&self, batch: &mut Vec<FlowRecord>, backlog: bool) {
+    fn ingest(&self, batch: &mut Vec<FlowRecord>, how: Handover) {
         let mut bytes = 0u64;
         let mut packets = 0u64;
         for r in batch.iter() {
@@ -71,7 +72,7 @@ impl RecordSink for Pipeline {
         self.metrics.bytes.add(bytes);
         self.metrics.packets.add(packets);
         match &self.next {
-            Some(f) => f(batch, backlog),
+            Some(f) => f(batch, how),
             None => batch.clear(),
         }
     }

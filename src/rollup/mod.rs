@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrich::fold::{FoldLimits, FoldMetrics, observation_point};
 use crate::enrich::{Endpoint, Enricher, countries};
+use crate::listener::Handover;
 use crate::model::{FlowRecord, ip_to_u128};
 use crate::sym;
 use crate::telemetry::{Counter, Exposition, Gauge};
@@ -353,6 +354,11 @@ pub const ROUTE_BATCH: usize = 2048;
 /// Longest a routed record waits for its batch to fill, in milliseconds.
 pub const ROUTE_MAX_AGE_MS: i64 = 50;
 
+/// Records of a shard a receive thread collects before ingesting them itself (the
+/// shard idle, no backlog), unless its receive call ended first: enough to spread a
+/// call's fixed costs, few enough to stay in the core's cache.
+pub const INLINE_BATCH: usize = 512;
+
 /// Per-shard batches being filled by the router.
 #[derive(Default)]
 struct Pending {
@@ -573,15 +579,18 @@ impl Rollup {
         self.shards
     }
 
-    /// Routes records to the shards (called by listener threads, after every receive).
+    /// Routes records to the shards (called by listener threads, in small parts during
+    /// a receive and at its end).
     ///
-    /// Without `backlog`, the records of an idle shard with an empty queue are ingested
-    /// right here, on the calling thread. Otherwise records wait in per-shard batches
-    /// until a batch holds [`ROUTE_BATCH`] records or its oldest waited
-    /// [`ROUTE_MAX_AGE_MS`], and go to the shard's queue: a shard thread wakes up once
-    /// per batch, not per datagram. An empty `batch` (the listener found its socket
-    /// quiet) hands over whatever waits.
-    pub fn ingest(&self, batch: &mut Vec<FlowRecord>, backlog: bool) {
+    /// Without backlog, the records of an idle shard with an empty queue are ingested
+    /// right here, on the calling thread, once [`INLINE_BATCH`] of them wait or the
+    /// receive ended. Otherwise records wait in per-shard batches until a batch holds
+    /// [`ROUTE_BATCH`] records or its oldest waited [`ROUTE_MAX_AGE_MS`], and go to the
+    /// shard's queue: a shard thread wakes up once per batch, not per datagram.
+    /// [`Handover::Quiet`] (the listener found its socket quiet) hands over whatever
+    /// waits.
+    pub fn ingest(&self, batch: &mut Vec<FlowRecord>, how: Handover) {
+        let (backlog, quiet) = (how.backlog(), how == Handover::Quiet);
         let senders = self.senders.load();
         let n = senders.len();
         if n == 0 {
@@ -593,7 +602,7 @@ impl Rollup {
             return;
         }
         let now = crate::daemon::now_ms();
-        let quiet = batch.is_empty();
+        let part = matches!(how, Handover::Part { .. });
         let mut ready: Vec<(usize, Vec<FlowIn>)> = Vec::new();
         // idle shards (locked) and their records, ingested on this thread
         let mut here = Vec::new();
@@ -624,6 +633,10 @@ impl Rollup {
             let old = quiet || now - p.since_ms >= ROUTE_MAX_AGE_MS;
             for (i, v) in p.per.iter_mut().enumerate() {
                 if v.is_empty() {
+                    continue;
+                }
+                if part && !backlog && v.len() < INLINE_BATCH {
+                    // the end of the receive hands them over
                     continue;
                 }
                 let idle = !backlog && senders.get(i).is_some_and(|tx| tx.is_empty());
@@ -671,7 +684,7 @@ impl Rollup {
     pub fn stop(&self) {
         // what the router still holds, then dropping the senders ends each shard loop
         // once its queue is empty
-        self.ingest(&mut Vec::new(), false);
+        self.ingest(&mut Vec::new(), Handover::Quiet);
         self.senders.store(Arc::new(Vec::new()));
         let threads = match self.threads.lock() {
             Ok(mut g) => std::mem::take(&mut *g),
@@ -1030,21 +1043,26 @@ mod tests {
             }
         };
         lock_shard(&r.shard_locks[0]).panic_on_next_ingest = true;
-        // under backlog, then a quiet socket: the records go through the shard's queue
-        r.ingest(&mut batch(0, 50), true);
-        r.ingest(&mut Vec::new(), true);
+        // under backlog the records go through the shard's queue, once they waited
+        // long enough
+        let backlog = Handover::End { backlog: true };
+        let aged = || std::thread::sleep(Duration::from_millis(ROUTE_MAX_AGE_MS as u64 + 10));
+        r.ingest(&mut batch(0, 50), backlog);
+        aged();
+        r.ingest(&mut Vec::new(), backlog);
         wait("the shard thread never took the first batch", &|| {
             r.shard_metrics[0].panics.get() == 1
         });
-        r.ingest(&mut batch(50, 70), true);
-        r.ingest(&mut Vec::new(), true);
+        r.ingest(&mut batch(50, 70), backlog);
+        aged();
+        r.ingest(&mut Vec::new(), backlog);
         wait("batches queued after the panic were not ingested", &|| {
             r.shard_metrics[0].records.get() == 70
         });
         // without backlog the shard, its lock poisoned by the panic, is still ingested
         // inline by the calling thread
         wait_shards_free(&r);
-        r.ingest(&mut batch(120, 30), false);
+        r.ingest(&mut batch(120, 30), Handover::End { backlog: false });
         assert_eq!(r.shard_metrics[0].inline_records.get(), 30);
         r.stop();
         assert_eq!(r.shard_metrics[0].panics.get(), 1);
@@ -1072,6 +1090,43 @@ mod tests {
         }
     }
 
+    /// Without backlog, a shard's records wait during a receive until
+    /// [`INLINE_BATCH`] of them are there or the receive ends, then the receiving
+    /// thread ingests them itself.
+    #[test]
+    fn parts_of_a_receive_wait_for_a_full_inline_batch_or_its_end() {
+        let enr = Arc::new(Enricher::from_parts(
+            crate::enrich::inventory::Inventory::default(),
+            crate::enrich::geoip::GeoTable::default(),
+        ));
+        let (r, _) = Rollup::start(&RollupConfig::default(), None, enr).unwrap();
+        let now = crate::daemon::now_ms();
+        let batch = |from: u32, n: u32| -> Vec<FlowRecord> {
+            (from..from + n).map(|i| test_flow(i, now)).collect()
+        };
+        let m = &r.shard_metrics[0];
+        let counts = || (m.records.get(), m.inline_records.get());
+        let part = Handover::Part { backlog: false };
+        wait_shards_free(&r);
+        r.ingest(&mut batch(0, 100), part);
+        r.ingest(&mut batch(100, 300), part);
+        assert_eq!(counts(), (0, 0), "400 records wait for more");
+        wait_shards_free(&r);
+        r.ingest(&mut batch(400, 200), part);
+        assert_eq!(counts(), (600, 600), "600 records make a batch");
+        r.ingest(&mut batch(600, 10), part);
+        assert_eq!(counts(), (600, 600));
+        wait_shards_free(&r);
+        r.ingest(&mut Vec::new(), Handover::End { backlog: false });
+        assert_eq!(
+            counts(),
+            (610, 610),
+            "the receive's end hands over the rest"
+        );
+        r.stop();
+        assert_eq!(counts(), (610, 610));
+    }
+
     /// Records handed over under backlog (through the shard queues) and without it
     /// (ingested by the calling thread) all reach the store, each exactly once.
     #[test]
@@ -1095,15 +1150,22 @@ mod tests {
             rec.bytes = u64::from(i) + 1;
             batch.push(rec);
             if batch.len() == 100 {
-                if i >= 6_000 {
+                let how = if i < 6_000 {
+                    // the first 6 000 under backlog: they go through the queues
+                    Handover::Part { backlog: true }
+                } else if (i + 1) % 500 == 0 {
+                    // then receives of 500 records, handed over in parts of 100: each
+                    // shard's records wait for the end of the receive
                     wait_shards_free(&r);
-                }
-                // the first 6 000 under backlog: they go through the queues
-                r.ingest(&mut batch, i < 6_000);
+                    Handover::End { backlog: false }
+                } else {
+                    Handover::Part { backlog: false }
+                };
+                r.ingest(&mut batch, how);
             }
             if i + 1 == 6_000 {
                 // a quiet socket hands over what waits; then the queues drain
-                r.ingest(&mut batch, true);
+                r.ingest(&mut batch, Handover::Quiet);
                 let t0 = std::time::Instant::now();
                 while r.shard_metrics.iter().map(|m| m.records.get()).sum::<u64>() < 6_000 {
                     assert!(t0.elapsed().as_secs() < 20, "queued records not ingested");
@@ -1115,9 +1177,10 @@ mod tests {
         let inline: u64 = r.shard_metrics.iter().map(|m| m.inline_records.get()).sum();
         let all: u64 = r.shard_metrics.iter().map(|m| m.records.get()).sum();
         assert_eq!(all, u64::from(n));
-        // the last 3 000 went inline (a batch meeting a shard's tick waits for the next
-        // call, which takes it inline too; only the very last could be queued, by `stop`)
-        assert!((2_900..=3_000).contains(&inline), "{inline}");
+        // the last 3 000 went inline (records meeting a shard's tick wait for the next
+        // receive's end, which takes them inline too; only the very last receive's
+        // could be queued, by `stop`)
+        assert!((2_700..=3_000).contains(&inline), "{inline}");
         let v = r.store.view();
         let (mut rows, mut bytes) = (0u64, 0u64);
         for c in v.chunks(60, 0, i64::MAX) {
