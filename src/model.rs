@@ -162,6 +162,7 @@ pub struct FlowRecord {
 
 impl FlowRecord {
     /// An empty record for `exporter`; decoders fill it field by field.
+    #[inline(always)]
     pub fn empty(exporter: ExporterId, version: u8) -> Self {
         Self {
             exporter,

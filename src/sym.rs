@@ -6,6 +6,7 @@
 //! is shared by every stage.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -80,6 +81,25 @@ pub fn resolve(s: Sym) -> Arc<str> {
     }
 }
 
+/// The symbol of `vlan-N`, the L2 network name of a VLAN the inventory does not name.
+/// IEEE 802.1Q ids (below 4096) are interned once and then read without locking or
+/// formatting; other values are interned like any name.
+pub fn vlan_name(vlan: u16) -> Sym {
+    static CACHE: OnceLock<Vec<AtomicU32>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| (0..4096).map(|_| AtomicU32::new(0)).collect());
+    let Some(slot) = cache.get(usize::from(vlan)) else {
+        return intern(&format!("vlan-{vlan}"));
+    };
+    match slot.load(Ordering::Relaxed) {
+        0 => {
+            let s = intern(&format!("vlan-{vlan}"));
+            slot.store(s.0, Ordering::Relaxed);
+            s
+        }
+        id => Sym(id),
+    }
+}
+
 /// Number of interned names.
 pub fn count() -> usize {
     table().read().map(|t| t.names.len()).unwrap_or(0)
@@ -98,5 +118,16 @@ mod tests {
         assert_eq!(intern(""), Sym::NONE);
         assert_eq!(lookup("web-01"), Some(a));
         assert_eq!(lookup("never-seen-name-xyz"), None);
+    }
+
+    #[test]
+    fn vlan_names_are_the_interned_strings() {
+        for v in [1u16, 1105, 4095, 4096, u16::MAX] {
+            let want = intern(&format!("vlan-{v}"));
+            // first call fills the cache, the second reads it
+            assert_eq!(vlan_name(v), want, "{v}");
+            assert_eq!(vlan_name(v), want, "{v}");
+            assert_eq!(&*resolve(vlan_name(v)), format!("vlan-{v}"));
+        }
     }
 }

@@ -136,7 +136,7 @@ pub fn decode_fixed(
     env: &RecordEnv<'_>,
     out: &mut Vec<FlowRecord>,
 ) -> usize {
-    let (base, ctx, sampler_rate) = (env.base, env.ctx, env.sampler_rate);
+    let (ctx, sampler_rate) = (env.ctx, env.sampler_rate);
     let rl = layout.record_len;
     if rl == 0 {
         return 0;
@@ -144,8 +144,9 @@ pub fn decode_fixed(
     let n = body.len() / rl;
     out.reserve(n);
     for rec_bytes in body.chunks_exact(rl) {
-        // Built in place: one copy of the base record per record, no temporaries.
-        out.push(*base);
+        // Built in place from constants (an inlined `empty`): cheaper than copying a
+        // prepared record, which takes a call to memcpy.
+        out.push(FlowRecord::empty(env.exporter, env.version));
         let Some(r) = out.last_mut() else { break };
         let mut s = Scratch::default();
         for f in layout.fields.iter() {
@@ -289,7 +290,7 @@ pub fn decode_walk(
     env: &RecordEnv<'_>,
     out: &mut Vec<FlowRecord>,
 ) -> Result<usize, DecodeError> {
-    let (base, ctx, sampler_rate) = (env.base, env.ctx, env.sampler_rate);
+    let (ctx, sampler_rate) = (env.ctx, env.sampler_rate);
     let slots: Vec<Slot> = specs
         .iter()
         .map(|s| super::fields::slot_for(s.pen, s.id))
@@ -297,7 +298,7 @@ pub fn decode_walk(
     let mut slices = Vec::with_capacity(specs.len());
     let mut produced = 0usize;
     let res = walk_records(specs, body, min_record_len, &mut slices, |vals| {
-        let mut r = *base;
+        let mut r = FlowRecord::empty(env.exporter, env.version);
         let mut s = Scratch::default();
         for (slot, b) in slots.iter().zip(vals) {
             if !b.is_empty() {

@@ -478,10 +478,12 @@ pub struct RecordCtx {
     pub default_sampling: u32,
 }
 
-/// Everything a data set's records share: the base record (exporter, version), the
-/// header context and the exporter's sampler table.
+/// Everything a data set's records share: the exporter and version (each record
+/// starts as [`FlowRecord::empty`] of them), the header context and the exporter's
+/// sampler table.
 pub struct RecordEnv<'a> {
-    pub base: &'a FlowRecord,
+    pub exporter: crate::model::ExporterId,
+    pub version: u8,
     pub ctx: &'a RecordCtx,
     pub sampler_rate: &'a dyn Fn(u32) -> Option<u32>,
 }

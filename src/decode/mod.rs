@@ -689,9 +689,9 @@ impl Decoder {
         };
         let samplers = &opts.samplers;
         let sampler_rate = |id: u32| samplers.get(&id).copied();
-        let base = FlowRecord::empty(st.id, hdr.version);
         let env = fields::RecordEnv {
-            base: &base,
+            exporter: st.id,
+            version: hdr.version,
             ctx: &ctx,
             sampler_rate: &sampler_rate,
         };

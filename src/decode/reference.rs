@@ -60,7 +60,7 @@ pub fn decode_data_set(
     env: &RecordEnv<'_>,
     out: &mut Vec<FlowRecord>,
 ) -> Result<(usize, usize), DecodeError> {
-    let (base, ctx, sampler_rate) = (env.base, env.ctx, env.sampler_rate);
+    let (ctx, sampler_rate) = (env.ctx, env.sampler_rate);
     let specs: Vec<&FieldSpec> = present(t).collect();
     if specs.is_empty() {
         return Ok((0, body.len()));
@@ -68,7 +68,7 @@ pub fn decode_data_set(
     let slots: Vec<Slot> = specs.iter().map(|s| slot_for(s.pen, s.id)).collect();
     let mut buf = Vec::with_capacity(16);
     let mut emit = |vals: &mut dyn Iterator<Item = &FieldValue>| {
-        let mut r = *base;
+        let mut r = FlowRecord::empty(env.exporter, env.version);
         let mut s = Scratch::default();
         for (slot, fv) in slots.iter().zip(vals) {
             let v = to_val(*slot, fv, &mut buf);

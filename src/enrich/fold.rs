@@ -154,10 +154,13 @@ pub fn observation_point(r: &FlowRecord) -> u32 {
     r.in_if.hash(&mut h);
     r.out_if.hash(&mut h);
     r.direction.hash(&mut h);
-    r.vmware.ingress_attr.hash(&mut h);
-    r.vmware.egress_attr.hash(&mut h);
-    r.vmware.virtual_obs_id.hash(&mut h);
-    r.vmware.flow_direction.hash(&mut h);
+    // without VMware elements these are the defaults: hashing them tells nothing
+    if r.vmware.present {
+        r.vmware.ingress_attr.hash(&mut h);
+        r.vmware.egress_attr.hash(&mut h);
+        r.vmware.virtual_obs_id.hash(&mut h);
+        r.vmware.flow_direction.hash(&mut h);
+    }
     (h.finish() as u32).max(1)
 }
 

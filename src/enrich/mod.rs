@@ -153,9 +153,9 @@ pub struct Tables {
     host_by_ip: FxHashMap<IpAddr, (Sym, Sym)>,
     /// host name -> cluster
     pub host_cluster: HashMap<Sym, Sym>,
-    l2_by_vlan: HashMap<u16, Sym>,
+    l2_by_vlan: FxHashMap<u16, Sym>,
     /// L2 network name -> vlan
-    pub l2_vlan: HashMap<Sym, u16>,
+    pub l2_vlan: FxHashMap<Sym, u16>,
     /// exporter IP -> (switch name, ifIndex -> interface name)
     pub switches: HashMap<IpAddr, (Sym, HashMap<u32, Sym>)>,
     pub inventory: Inventory,
@@ -405,10 +405,11 @@ impl Tables {
         if e.l2.is_none() && vlan != 0 {
             e.l2 = match self.l2_by_vlan.get(&vlan) {
                 Some(s) => *s,
-                None => sym::intern(&format!("vlan-{vlan}")),
+                None => sym::vlan_name(vlan),
             };
         }
         if e.vlan == 0
+            && e.l2.is_some()
             && let Some(v) = self.l2_vlan.get(&e.l2)
         {
             e.vlan = *v;
