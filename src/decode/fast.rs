@@ -281,20 +281,19 @@ pub fn walk_records<'a>(
     Ok(count)
 }
 
-/// Decodes the data records of any template with the walker (used for the rest of a set
-/// that the reference decoder could not finish).
+/// Decodes the data records of any template with the walker, zero-copy: the records of
+/// templates with variable-length fields (VMware's names among them), and the rest of
+/// a set that the reference decoder could not finish. `slots` are the fields' slots,
+/// in template order. On error, also says how many records it appended.
 pub fn decode_walk(
     specs: &[FieldSpec],
+    slots: &[Slot],
     min_record_len: usize,
     body: &[u8],
     env: &RecordEnv<'_>,
     out: &mut Vec<FlowRecord>,
-) -> Result<usize, DecodeError> {
+) -> Result<usize, (usize, DecodeError)> {
     let (ctx, sampler_rate) = (env.ctx, env.sampler_rate);
-    let slots: Vec<Slot> = specs
-        .iter()
-        .map(|s| super::fields::slot_for(s.pen, s.id))
-        .collect();
     let mut slices = Vec::with_capacity(specs.len());
     let mut produced = 0usize;
     let res = walk_records(specs, body, min_record_len, &mut slices, |vals| {
@@ -309,7 +308,10 @@ pub fn decode_walk(
         out.push(r);
         produced += 1;
     });
-    res.map(|_| produced)
+    match res {
+        Ok(_) => Ok(produced),
+        Err(e) => Err((produced, e)),
+    }
 }
 
 #[cfg(test)]

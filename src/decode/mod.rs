@@ -90,11 +90,12 @@ impl DecodeError {
     }
 }
 
-/// Which decoder handles fixed-length records.
+/// Which decoder handles data records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DecodeMode {
-    /// Fast path for fixed-length records, netflow_parser for the rest (default).
+    /// Zero-copy paths: offsets compiled from the template for fixed-length records,
+    /// a field walker for templates with variable-length fields (default).
     #[default]
     Auto,
     /// netflow_parser for every data record (for comparisons and troubleshooting).
@@ -701,7 +702,14 @@ impl Decoder {
                 self.metrics.records_fast.add(n as u64);
                 Ok(n)
             }
-            _ => self.decode_reference(t, body, &env, out),
+            // variable-length fields (ESXi's IPFIX): the walker, zero-copy as well
+            (None, DecodeMode::Auto) => {
+                let res = fast::decode_walk(&t.fields, &t.slots, t.min_record_len, body, &env, out);
+                let (Ok(n) | Err((n, _))) = res;
+                self.metrics.records_walker.add(n as u64);
+                res
+            }
+            (_, DecodeMode::Reference) => self.decode_reference(t, body, &env, out),
         };
         if t.unknown_enterprise > 0 {
             let n = match res {
@@ -728,13 +736,10 @@ impl Decoder {
         if rest.len() < t.min_record_len.max(1) || rest.iter().all(|&b| b == 0) {
             return Ok(n_ref);
         }
-        match fast::decode_walk(&t.fields, t.min_record_len, rest, env, out) {
-            Ok(n) => {
-                self.metrics.records_walker.add(n as u64);
-                Ok(n_ref + n)
-            }
-            Err(e) => Err((n_ref, e)),
-        }
+        let res = fast::decode_walk(&t.fields, &t.slots, t.min_record_len, rest, env, out);
+        let (Ok(n) | Err((n, _))) = res;
+        self.metrics.records_walker.add(n as u64);
+        res.map(|_| n_ref + n).map_err(|(_, e)| (n_ref + n, e))
     }
 
     fn decode_options(

@@ -68,6 +68,9 @@ pub struct Template {
     pub fields: Box<[FieldSpec]>,
     /// Set for fixed-length data templates.
     pub layout: Option<Layout>,
+    /// What each field is, in template order (the walker's table, for templates with
+    /// variable-length fields).
+    pub slots: Box<[Slot]>,
     /// Smallest possible record (variable-length fields count one length byte).
     pub min_record_len: usize,
     pub has_varlen: bool,
@@ -115,11 +118,13 @@ impl Template {
         } else {
             None
         };
+        let slots = fields.iter().map(|f| slot_for(f.pen, f.id)).collect();
         Self {
             key,
             kind,
             fields: fields.into_boxed_slice(),
             layout,
+            slots,
             min_record_len,
             has_varlen,
             unknown_enterprise,

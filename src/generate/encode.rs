@@ -798,6 +798,70 @@ mod differential {
             )
     }
 
+    /// ESXi's IPFIX (VMware's variable-length names) takes the zero-copy walker in
+    /// `auto` mode, netflow_parser in `reference` mode, and both give the same records.
+    #[test]
+    fn variable_length_records_take_the_walker() {
+        let recs: Vec<GenRecord> = (0..40u8)
+            .map(|i| GenRecord {
+                src: IpAddr::from([10, 0, 0, i]),
+                dst: IpAddr::from([10, 0, 1, 1]),
+                src_port: 40_000 + u16::from(i),
+                dst_port: 443,
+                protocol: 6,
+                tcp_flags: 0x1b,
+                bytes: 1_000 + u64::from(i),
+                packets: 3,
+                start_ms: 4_000_000_000_000,
+                end_ms: 4_000_000_001_000,
+                in_if: 1,
+                out_if: 2,
+                vlan: 0,
+                direction: 0,
+                vmware: Some(GenVmware {
+                    tenant_src: IpAddr::from([192, 168, 5, i]),
+                    tenant_dst: IpAddr::from([192, 168, 6, 1]),
+                    tenant_src_port: 50_000,
+                    tenant_dst_port: 8443,
+                    tenant_protocol: 6,
+                    ingress_attr: 2,
+                    egress_attr: 3,
+                    virtual_obs_id: format!("vnic-{i}"),
+                    rule_id: 7,
+                }),
+            })
+            .collect();
+        let dgs = Exporter::new(10, 1, 0).encode(&recs, 4_000_100_000_000);
+        let run = |mode| {
+            let d = Decoder::new(DecodeConfig {
+                mode,
+                ..Default::default()
+            });
+            let mut out = Vec::new();
+            for p in &dgs {
+                d.decode("192.0.2.9".parse().unwrap(), 0, p, &mut out);
+            }
+            let m = &d.metrics;
+            let paths = (
+                m.records_fast.get(),
+                m.records_walker.get(),
+                m.records_reference.get(),
+            );
+            (out, paths)
+        };
+        let (auto, auto_paths) = run(DecodeMode::Auto);
+        let (reference, reference_paths) = run(DecodeMode::Reference);
+        assert_eq!(auto_paths, (0, 40, 0));
+        assert_eq!(reference_paths, (0, 0, 40));
+        assert_eq!(auto.len(), 40);
+        assert_eq!(auto, reference);
+        assert_eq!(auto[7].vmware.virtual_obs_id.as_str(), "vnic-7");
+        assert_eq!(
+            auto[7].vmware.tenant_src,
+            Some(IpAddr::from([192, 168, 5, 7]))
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         #[test]

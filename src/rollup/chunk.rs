@@ -5,6 +5,7 @@
 //! so a chunk decodes on its own and a corrupt one loses nothing else. Queries evaluate
 //! endpoint predicates once per endpoint and then scan rows.
 
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
 use super::segvec::SegVec;
@@ -166,22 +167,24 @@ pub struct ChunkBuilder {
 
 impl ChunkBuilder {
     pub fn endpoint(&mut self, e: &Endpoint) -> u32 {
-        if let Some(&i) = self.eps.get(e) {
-            return i;
+        match self.eps.entry(*e) {
+            Entry::Occupied(o) => *o.get(),
+            Entry::Vacant(v) => {
+                let i = self.chunk_endpoints.len() as u32;
+                self.chunk_endpoints.push(*e);
+                *v.insert(i)
+            }
         }
-        let i = self.chunk_endpoints.len() as u32;
-        self.chunk_endpoints.push(*e);
-        self.eps.insert(*e, i);
-        i
     }
     pub fn obs(&mut self, o: &ObsPoint) -> u32 {
-        if let Some(&i) = self.obs.get(o) {
-            return i;
+        match self.obs.entry(*o) {
+            Entry::Occupied(o) => *o.get(),
+            Entry::Vacant(v) => {
+                let i = self.chunk_obs.len() as u32;
+                self.chunk_obs.push(*v.key());
+                *v.insert(i)
+            }
         }
-        let i = self.chunk_obs.len() as u32;
-        self.chunk_obs.push(*o);
-        self.obs.insert(*o, i);
-        i
     }
 }
 
