@@ -43,14 +43,19 @@ impl InlineStr {
     pub fn from_bytes(b: &[u8]) -> Self {
         // Trim trailing NULs that exporters use as padding of fixed-length strings.
         let end = b.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
-        let b = &b[..end];
-        let s = String::from_utf8_lossy(b);
+        let b = b.get(..end).unwrap_or_default();
+        // only the first 31 bytes (and up to 3 more, to finish a character) are kept:
+        // validating or replacing beyond them is wasted work
+        let head = b.get(..b.len().min(34)).unwrap_or_default();
+        let s = String::from_utf8_lossy(head);
         let mut n = s.len().min(31);
         while n > 0 && !s.is_char_boundary(n) {
             n -= 1;
         }
         let mut buf = [0u8; 31];
-        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+        if let (Some(d), Some(src)) = (buf.get_mut(..n), s.as_bytes().get(..n)) {
+            d.copy_from_slice(src);
+        }
         Self { len: n as u8, buf }
     }
     pub fn as_str(&self) -> &str {
@@ -291,6 +296,32 @@ mod tests {
         // a multi-byte char straddling the limit is dropped, not split
         let s = format!("{}é", "a".repeat(30));
         assert_eq!(InlineStr::from_bytes(s.as_bytes()).as_str(), "a".repeat(30));
+    }
+
+    proptest::proptest! {
+        /// Converting only the head of a long value keeps exactly what converting all
+        /// of it and cutting at 31 bytes keeps (invalid UTF-8 included).
+        #[test]
+        fn inline_str_of_the_head_equals_the_whole(
+            b in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<u8>(),
+                    0x80u8..0xc0,
+                    0xe0u8..0xf5,
+                    proptest::prelude::Just(b'a'),
+                ],
+                0..60,
+            )
+        ) {
+            let end = b.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
+            let whole = String::from_utf8_lossy(&b[..end]);
+            let mut n = whole.len().min(31);
+            while !whole.is_char_boundary(n) {
+                n -= 1;
+            }
+            let got = InlineStr::from_bytes(&b);
+            proptest::prop_assert_eq!(got.as_str(), &whole[..n]);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::DecodeError;
 use super::fields::{RecordEnv, Scratch, Slot, Val, apply, finish, set};
-use super::template::{FieldSpec, Layout, VARLEN};
+use super::template::{CompiledField, FieldSpec, Layout, VARLEN};
 use crate::model::FlowRecord;
 
 #[inline(always)]
@@ -150,69 +150,127 @@ pub fn decode_fixed(
         let Some(r) = out.last_mut() else { break };
         let mut s = Scratch::default();
         for f in layout.fields.iter() {
-            let o = usize::from(f.off);
-            let rb = rec_bytes;
-            match f.op {
-                Op::SrcV4 => {
-                    let a = Ipv4Addr::from(a4(rb, o));
-                    if !a.is_unspecified() || r.src.is_unspecified() {
-                        r.src = IpAddr::V4(a);
-                    }
-                }
-                Op::DstV4 => {
-                    let a = Ipv4Addr::from(a4(rb, o));
-                    if !a.is_unspecified() || r.dst.is_unspecified() {
-                        r.dst = IpAddr::V4(a);
-                    }
-                }
-                Op::SrcV6 => {
-                    let a = Ipv6Addr::from(a16(rb, o));
-                    if !a.is_unspecified() || r.src.is_unspecified() {
-                        r.src = IpAddr::V6(a);
-                    }
-                }
-                Op::DstV6 => {
-                    let a = Ipv6Addr::from(a16(rb, o));
-                    if !a.is_unspecified() || r.dst.is_unspecified() {
-                        r.dst = IpAddr::V6(a);
-                    }
-                }
-                Op::SrcPort => r.src_port = u16::from_be_bytes(a2(rb, o)),
-                Op::DstPort => r.dst_port = u16::from_be_bytes(a2(rb, o)),
-                Op::Proto => r.protocol = rb.get(o).copied().unwrap_or(0),
-                Op::Flags8 => r.tcp_flags = u16::from(rb.get(o).copied().unwrap_or(0)),
-                Op::Flags16 => r.tcp_flags = u16::from_be_bytes(a2(rb, o)),
-                Op::Tos => r.tos = rb.get(o).copied().unwrap_or(0),
-                Op::Bytes32 => set!(s, bytes, u64::from(u32::from_be_bytes(a4(rb, o)))),
-                Op::Bytes64 => set!(s, bytes, u64::from_be_bytes(a8(rb, o))),
-                Op::Packets32 => set!(s, packets, u64::from(u32::from_be_bytes(a4(rb, o)))),
-                Op::Packets64 => set!(s, packets, u64::from_be_bytes(a8(rb, o))),
-                Op::StartMs64 => set!(s, start_ms, u64::from_be_bytes(a8(rb, o)) as i64),
-                Op::EndMs64 => set!(s, end_ms, u64::from_be_bytes(a8(rb, o)) as i64),
-                Op::StartUp32 => set!(s, start_uptime, u32::from_be_bytes(a4(rb, o))),
-                Op::EndUp32 => set!(s, end_uptime, u32::from_be_bytes(a4(rb, o))),
-                Op::InIf16 => r.in_if = u32::from(u16::from_be_bytes(a2(rb, o))),
-                Op::InIf32 => r.in_if = u32::from_be_bytes(a4(rb, o)),
-                Op::OutIf16 => r.out_if = u32::from(u16::from_be_bytes(a2(rb, o))),
-                Op::OutIf32 => r.out_if = u32::from_be_bytes(a4(rb, o)),
-                Op::Vlan16 => r.vlan = u16::from_be_bytes(a2(rb, o)) & 0xfff,
-                Op::Direction8 => r.direction = rb.get(o).copied().unwrap_or(0),
-                Op::Generic => {
-                    let Some(b) = rb.get(o..o + usize::from(f.len)) else {
-                        continue;
-                    };
-                    let v = if f.raw {
-                        Val::B(b)
-                    } else {
-                        Val::U(read_uint(b))
-                    };
-                    apply(r, &mut s, f.slot, v);
-                }
-            }
+            apply_op(r, &mut s, f, rec_bytes, usize::from(f.off));
         }
         finish(r, &s, ctx, sampler_rate);
     }
     n
+}
+
+/// Applies one compiled field whose value starts at `rb[o..]` (fixed length).
+#[inline(always)]
+fn apply_op(r: &mut FlowRecord, s: &mut Scratch, f: &CompiledField, rb: &[u8], o: usize) {
+    match f.op {
+        Op::SrcV4 => {
+            let a = Ipv4Addr::from(a4(rb, o));
+            if !a.is_unspecified() || r.src.is_unspecified() {
+                r.src = IpAddr::V4(a);
+            }
+        }
+        Op::DstV4 => {
+            let a = Ipv4Addr::from(a4(rb, o));
+            if !a.is_unspecified() || r.dst.is_unspecified() {
+                r.dst = IpAddr::V4(a);
+            }
+        }
+        Op::SrcV6 => {
+            let a = Ipv6Addr::from(a16(rb, o));
+            if !a.is_unspecified() || r.src.is_unspecified() {
+                r.src = IpAddr::V6(a);
+            }
+        }
+        Op::DstV6 => {
+            let a = Ipv6Addr::from(a16(rb, o));
+            if !a.is_unspecified() || r.dst.is_unspecified() {
+                r.dst = IpAddr::V6(a);
+            }
+        }
+        Op::SrcPort => r.src_port = u16::from_be_bytes(a2(rb, o)),
+        Op::DstPort => r.dst_port = u16::from_be_bytes(a2(rb, o)),
+        Op::Proto => r.protocol = rb.get(o).copied().unwrap_or(0),
+        Op::Flags8 => r.tcp_flags = u16::from(rb.get(o).copied().unwrap_or(0)),
+        Op::Flags16 => r.tcp_flags = u16::from_be_bytes(a2(rb, o)),
+        Op::Tos => r.tos = rb.get(o).copied().unwrap_or(0),
+        Op::Bytes32 => set!(s, bytes, u64::from(u32::from_be_bytes(a4(rb, o)))),
+        Op::Bytes64 => set!(s, bytes, u64::from_be_bytes(a8(rb, o))),
+        Op::Packets32 => set!(s, packets, u64::from(u32::from_be_bytes(a4(rb, o)))),
+        Op::Packets64 => set!(s, packets, u64::from_be_bytes(a8(rb, o))),
+        Op::StartMs64 => set!(s, start_ms, u64::from_be_bytes(a8(rb, o)) as i64),
+        Op::EndMs64 => set!(s, end_ms, u64::from_be_bytes(a8(rb, o)) as i64),
+        Op::StartUp32 => set!(s, start_uptime, u32::from_be_bytes(a4(rb, o))),
+        Op::EndUp32 => set!(s, end_uptime, u32::from_be_bytes(a4(rb, o))),
+        Op::InIf16 => r.in_if = u32::from(u16::from_be_bytes(a2(rb, o))),
+        Op::InIf32 => r.in_if = u32::from_be_bytes(a4(rb, o)),
+        Op::OutIf16 => r.out_if = u32::from(u16::from_be_bytes(a2(rb, o))),
+        Op::OutIf32 => r.out_if = u32::from_be_bytes(a4(rb, o)),
+        Op::Vlan16 => r.vlan = u16::from_be_bytes(a2(rb, o)) & 0xfff,
+        Op::Direction8 => r.direction = rb.get(o).copied().unwrap_or(0),
+        Op::Generic => {
+            let Some(b) = rb.get(o..o + usize::from(f.len)) else {
+                return;
+            };
+            let v = if f.raw {
+                Val::B(b)
+            } else {
+                Val::U(read_uint(b))
+            };
+            apply(r, s, f.slot, v);
+        }
+    }
+}
+
+/// Decodes the records of a data template with variable-length fields (ESXi's IPFIX,
+/// with VMware's names), walking each record field by field with the operations
+/// compiled from the template (`walk`, see [`super::template::Template::walk`]): no
+/// per-record allocation, no copy. Appends to `out`; a record cut short by the end of
+/// the set is an error unless what remains is zero padding. On error, also says how
+/// many records it appended.
+pub fn decode_varlen(
+    walk: &[CompiledField],
+    min_record_len: usize,
+    body: &[u8],
+    env: &RecordEnv<'_>,
+    out: &mut Vec<FlowRecord>,
+) -> Result<usize, (usize, DecodeError)> {
+    let (ctx, sampler_rate) = (env.ctx, env.sampler_rate);
+    let min = min_record_len.max(1);
+    let (mut pos, mut n) = (0usize, 0usize);
+    while body.len() - pos >= min {
+        let start = pos;
+        out.push(FlowRecord::empty(env.exporter, env.version));
+        let Some(r) = out.last_mut() else { break };
+        let mut s = Scratch::default();
+        let mut complete = true;
+        for f in walk {
+            let Some(len) = field_len(f.len, body, &mut pos) else {
+                complete = false;
+                break;
+            };
+            let Some(b) = body.get(pos..pos + len) else {
+                complete = false;
+                break;
+            };
+            if len > 0 && !matches!(f.slot, Slot::Skip | Slot::UnknownEnterprise) {
+                if f.len == VARLEN {
+                    apply(r, &mut s, f.slot, raw_val(f.slot, b));
+                } else {
+                    apply_op(r, &mut s, f, body, pos);
+                }
+            }
+            pos += len;
+        }
+        if !complete || pos == start {
+            out.pop();
+            if !complete && !body[start..].iter().all(|&b| b == 0) {
+                return Err((n, DecodeError::RecordTruncated));
+            }
+            // zero padding, or a template of zero-length fields only
+            break;
+        }
+        finish(r, &s, ctx, sampler_rate);
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Reads the length of the next field value: fixed, or RFC 7011 variable-length encoding.

@@ -702,9 +702,9 @@ impl Decoder {
                 self.metrics.records_fast.add(n as u64);
                 Ok(n)
             }
-            // variable-length fields (ESXi's IPFIX): the walker, zero-copy as well
+            // variable-length fields (ESXi's IPFIX): walked, zero-copy as well
             (None, DecodeMode::Auto) => {
-                let res = fast::decode_walk(&t.fields, &t.slots, t.min_record_len, body, &env, out);
+                let res = fast::decode_varlen(&t.walk, t.min_record_len, body, &env, out);
                 let (Ok(n) | Err((n, _))) = res;
                 self.metrics.records_walker.add(n as u64);
                 res

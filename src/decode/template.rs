@@ -68,9 +68,12 @@ pub struct Template {
     pub fields: Box<[FieldSpec]>,
     /// Set for fixed-length data templates.
     pub layout: Option<Layout>,
-    /// What each field is, in template order (the walker's table, for templates with
-    /// variable-length fields).
+    /// What each field is, in template order (for the generic walker).
     pub slots: Box<[Slot]>,
+    /// Data templates with variable-length fields: every field compiled, in template
+    /// order (`off` unused; `len` is [`VARLEN`] for a variable-length one). Empty
+    /// otherwise.
+    pub walk: Box<[CompiledField]>,
     /// Smallest possible record (variable-length fields count one length byte).
     pub min_record_len: usize,
     pub has_varlen: bool,
@@ -118,13 +121,33 @@ impl Template {
         } else {
             None
         };
-        let slots = fields.iter().map(|f| slot_for(f.pen, f.id)).collect();
+        let slots: Box<[Slot]> = fields.iter().map(|f| slot_for(f.pen, f.id)).collect();
+        let walk = if has_varlen && kind == TemplateKind::Data {
+            fields
+                .iter()
+                .zip(slots.iter())
+                .map(|(f, &slot)| CompiledField {
+                    off: 0,
+                    len: f.len,
+                    slot,
+                    raw: slot.is_addr() || slot.is_bytes(),
+                    op: if f.len == VARLEN {
+                        super::fast::Op::Generic
+                    } else {
+                        super::fast::Op::compile(slot, f.len)
+                    },
+                })
+                .collect()
+        } else {
+            Box::default()
+        };
         Self {
             key,
             kind,
             fields: fields.into_boxed_slice(),
             layout,
             slots,
+            walk,
             min_record_len,
             has_varlen,
             unknown_enterprise,
