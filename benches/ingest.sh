@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Ingest benchmark: nagare (decode + enrichment + session folding + rollups) against
-# nfcapd (nfdump) and nfacctd (pmacct), each driven by the same neutral load generator
-# (../shared/tools/nfblast.c: every record a new flow) at increasing rates.
+# nfcapd (nfdump) and nfacctd (pmacct), each driven by the same load generator at
+# increasing rates: by default the neutral ../shared/tools/nfblast.c (NetFlow v9 or
+# IPFIX, every record a new flow); with --generator site, `nagare gen`'s 500-VM data
+# centre (ESXi hosts' IPFIX with VMware's elements, switches' NetFlow v9, flows that
+# recur), whose generator tops out at a few ten thousand records/s on this machine.
 #
 # Every collector gets the same socket receive buffer (32 MiB requested; the kernel
 # caps it at net.core.rmem_max). For every collector and rate: a fresh collector, a
@@ -17,19 +20,21 @@
 # (this machine's speed drifts by tens of percent within minutes); a rate is lossless
 # when every run of it was, and its CPU figure is the median of the runs.
 #
-# Usage: benches/ingest.sh [--version 9] [--seconds 4] [--warmup 2] [--repeat 1]
-#                          [--rates "100000 400000 ..."]
+# Usage: benches/ingest.sh [--generator nfblast|site] [--version 9] [--seconds 4]
+#                          [--warmup 2] [--repeat 1] [--rates "100000 400000 ..."]
 # Needs: gcc, nfcapd + nfdump, nfacctd (pmacct). Run from the repository root.
 set -euo pipefail
 
 VERSION=9
 SECONDS_PER_RUN=4
 WARMUP=2
-RATES="100000 200000 400000 800000 1600000 3200000"
+RATES=""
 RCVBUF=33554432
 REPEAT=1
+GENERATOR=nfblast
 while [ $# -gt 0 ]; do
   case "$1" in
+    --generator) GENERATOR=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
     --version) VERSION=$2; shift 2 ;;
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
@@ -38,6 +43,15 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
+# nfacctd's records are counted as its packet total (nfblast sends one packet per
+# record); the site's records carry many packets, so nfacctd sits that one out
+case $GENERATOR in
+  nfblast) RATES=${RATES:-"100000 200000 400000 800000 1600000 3200000"}
+    COLLECTORS="nagare nfcapd nfacctd" ;;
+  site) RATES=${RATES:-"5000 10000 20000"}
+    COLLECTORS="nagare nfcapd" ;;
+  *) echo "unknown generator $GENERATOR (nfblast or site)" >&2; exit 2 ;;
+esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${NAGARE_SHARED_DIR:-$ROOT/../shared}
@@ -78,12 +92,21 @@ nagare_stored() {
   curl -s "http://127.0.0.1:$1/metrics" | awk '/^nagare_rollup_records_total/ {s+=$2} END {printf "%d\n", s}'
 }
 
+# send PORT RATE SECONDS SEED -> sends that much traffic, prints the records sent
+send() {
+  if [ "$GENERATOR" = site ]; then
+    "$NAGARE" gen --to 127.0.0.1:$1 --rate "$2" --duration "$3" --seed "$4" 2>&1 |
+      awk '/^gen: sent/ {print $3}'
+  else
+    "$WORK/nfblast" -p $1 -v "$VERSION" -r "$2" -n $(($2 * $3)) -s "$4" >/dev/null
+    echo $(($2 * $3))
+  fi
+}
+
 # run_one COLLECTOR RATE RUN -> prints "sent stored drops user_ticks system_ticks measured_records"
 run_one() {
-  local c=$1 rate=$2 port pids dir n w
+  local c=$1 rate=$2 port pids dir n w=0
   port=$(free_port)
-  n=$((rate * SECONDS_PER_RUN))
-  w=$((rate * WARMUP))
   dir=$WORK/$c-$rate-$3
   mkdir -p "$dir"
   case $c in
@@ -116,13 +139,13 @@ EOF
       sleep 1
       ;;
   esac
-  if [ "$w" -gt 0 ]; then
-    "$WORK/nfblast" -p $port -v "$VERSION" -r "$rate" -n "$w" -s 1 >/dev/null
+  if [ "$WARMUP" -gt 0 ]; then
+    w=$(send $port "$rate" "$WARMUP" 1)
     sleep 1
   fi
   local all; all="$pids $({ pgrep -P "$pids" || true; } | tr '\n' ' ')"
   local cpu0; cpu0=$(cpu_of $all)
-  "$WORK/nfblast" -p $port -v "$VERSION" -r "$rate" -n "$n" -s 2 >/dev/null
+  n=$(send $port "$rate" "$SECONDS_PER_RUN" 2)
   # drain: until the stored count stops moving (nagare) or a fixed settle time
   local stored=0
   if [ "$c" = nagare ]; then
@@ -157,12 +180,17 @@ EOF
 }
 
 echo
-echo "== ingest: NetFlow v$VERSION from nfblast, ${WARMUP}s warm-up + ${SECONDS_PER_RUN}s measured per run, $REPEAT run(s) per rate, $(nproc) cores =="
+if [ "$GENERATOR" = site ]; then
+  what="nagare gen's 500-VM site (IPFIX with VMware's elements, NetFlow v9)"
+else
+  what="NetFlow v$VERSION from nfblast"
+fi
+echo "== ingest: $what, ${WARMUP}s warm-up + ${SECONDS_PER_RUN}s measured per run, $REPEAT run(s) per rate, $(nproc) cores =="
 printf "%-8s %10s %10s %10s %8s %12s %18s\n" collector "rate/s" sent stored drops "CPU s/1M rec" "(user + system)"
 declare -A BEST CPU_AT RUNS LOST
 for rate in $RATES; do
   for k in $(seq 1 "$REPEAT"); do
-    for c in nagare nfcapd nfacctd; do
+    for c in $COLLECTORS; do
       read -r sent stored drops uticks sticks measured < <(run_one $c $rate $k)
       per_m=$(awk -v t=$((uticks + sticks)) -v hz=$TICK -v n=$measured 'BEGIN {if (n > 0) printf "%.3f", (t / hz) / (n / 1e6); else print "-"}')
       split=$(awk -v u=$uticks -v s=$sticks -v hz=$TICK -v n=$measured 'BEGIN {if (n > 0) printf "(%.3f + %.3f)", (u / hz) / (n / 1e6), (s / hz) / (n / 1e6); else print "-"}')
@@ -176,7 +204,7 @@ for rate in $RATES; do
       printf "%-8s %10s %10s %10s %8s %12s %18s%s\n" $c $rate $sent $stored $drops $per_m "$split" "$mark"
     done
   done
-  for c in nagare nfcapd nfacctd; do
+  for c in $COLLECTORS; do
     if [ -z "${LOST[$c,$rate]:-}" ] && [ -n "${RUNS[$c,$rate]:-}" ]; then
       BEST[$c]=$rate
       CPU_AT[$c,$rate]=$(echo ${RUNS[$c,$rate]} | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}')
@@ -188,23 +216,25 @@ echo
 echo "== summary =="
 common=""
 for rate in $RATES; do
-  [ -n "${CPU_AT[nagare,$rate]:-}" ] && [ -n "${CPU_AT[nfcapd,$rate]:-}" ] && [ -n "${CPU_AT[nfacctd,$rate]:-}" ] && common=$rate
+  all_lossless=1
+  for c in $COLLECTORS; do [ -n "${CPU_AT[$c,$rate]:-}" ] || all_lossless=""; done
+  [ -n "$all_lossless" ] && common=$rate
 done
 printf "%-8s %22s %28s\n" collector "highest lossless rate" "CPU s/1M rec at ${common:-?}/s"
-for c in nagare nfcapd nfacctd; do
+for c in $COLLECTORS; do
   printf "%-8s %22s %28s\n" $c "${BEST[$c]:-none}" "${CPU_AT[$c,$common]:--}"
 done
 if [ -n "${BEST[nagare]:-}" ] && [ -n "${BEST[nfcapd]:-}" ]; then
   awk -v a=${BEST[nagare]} -v b=${BEST[nfcapd]} 'BEGIN {printf "nagare / nfcapd lossless rate: %.2f\n", a / b}'
 fi
 if [ -n "$common" ]; then
-  awk -v a=${CPU_AT[nagare,$common]} -v b=${CPU_AT[nfcapd,$common]} 'BEGIN {printf "nagare / nfcapd CPU per record at %s/s: %.2f\n", "'$common'", a / b}'
+  awk -v a=${CPU_AT[nagare,$common]} -v b=${CPU_AT[nfcapd,$common]} 'BEGIN {printf "nagare / nfcapd CPU per record at %s/s: %s\n", "'$common'", b > 0 ? sprintf("%.2f", a / b) : "n/a (no tick counted)"}'
 fi
 echo
 echo "== CPU per record (median of $REPEAT), nagare / nfcapd, at every rate both stored losslessly =="
 for rate in $RATES; do
   if [ -n "${CPU_AT[nagare,$rate]:-}" ] && [ -n "${CPU_AT[nfcapd,$rate]:-}" ]; then
     awk -v r=$rate -v a=${CPU_AT[nagare,$rate]} -v b=${CPU_AT[nfcapd,$rate]} \
-      'BEGIN {printf "%10s/s  nagare %6.3f  nfcapd %6.3f  ratio %.2f\n", r, a, b, a / b}'
+      'BEGIN {printf "%10s/s  nagare %6.3f  nfcapd %6.3f  ratio %s\n", r, a, b, b > 0 ? sprintf("%.2f", a / b) : "n/a"}'
   fi
 done

@@ -191,6 +191,8 @@ fn live(site: &Site, em: &mut Emitter, a: &GenArgs, duration: Option<i64>) -> an
     let mut random_i: u64 = 0;
     let rate = a.rate;
     let mut pacer = Pacer::new(rate.unwrap_or(0.0));
+    // correction of the site's intensity, so that --rate is the rate sent
+    let mut scale = 1.0f64;
     loop {
         if end.is_some_and(|e| Instant::now() >= e) {
             break;
@@ -198,12 +200,27 @@ fn live(site: &Site, em: &mut Emitter, a: &GenArgs, duration: Option<i64>) -> an
         let now = now_ms();
         match a.profile {
             Profile::Datacenter => {
-                // natural rate: about 60 records/s; --rate scales the site
-                let intensity = rate.map_or(1.0, |r| (r / 60.0).max(0.001));
+                // natural rate: about 60 records/s, varying with the time of day;
+                // --rate scales the site, corrected by what each second generated
+                let intensity = rate.map_or(1.0, |r| (r / 60.0 * scale).max(0.001));
                 let g = site.generate(tick, now, intensity, a.seed);
-                em.send(&g, now)?;
+                if let Some(r) = rate {
+                    let want = r * (now - tick) as f64 / 1000.0;
+                    if !g.is_empty() && want >= 1.0 {
+                        let k = (want / g.len() as f64).clamp(0.5, 2.0);
+                        scale = (scale * k).clamp(0.01, 100.0);
+                    }
+                }
                 tick = now;
-                std::thread::sleep(Duration::from_millis(1000));
+                // spread over the second (in twentieths), as many exporters' are
+                let parts = g.len().div_ceil(20).max(1);
+                for part in g.chunks(parts) {
+                    em.send(part, now)?;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if g.is_empty() {
+                    std::thread::sleep(Duration::from_millis(1000));
+                }
             }
             Profile::Random => {
                 let r = rate.unwrap_or(10_000.0);
