@@ -228,13 +228,13 @@ if [ -n "${BEST[nagare]:-}" ] && [ -n "${BEST[nfcapd]:-}" ]; then
   awk -v a=${BEST[nagare]} -v b=${BEST[nfcapd]} 'BEGIN {printf "nagare / nfcapd lossless rate: %.2f\n", a / b}'
 fi
 if [ -n "$common" ]; then
-  awk -v a=${CPU_AT[nagare,$common]} -v b=${CPU_AT[nfcapd,$common]} 'BEGIN {printf "nagare / nfcapd CPU per record at %s/s: %s\n", "'$common'", b > 0 ? sprintf("%.2f", a / b) : "n/a (no tick counted)"}'
+  awk -v a=${CPU_AT[nagare,$common]} -v b=${CPU_AT[nfcapd,$common]} 'BEGIN {printf "nagare / nfcapd CPU per record at %s/s: %s\n", "'$common'", (b > 0 ? sprintf("%.2f", a / b) : "n/a (no tick counted)")}'
 fi
 echo
 echo "== CPU per record (median of $REPEAT), nagare / nfcapd, at every rate both stored losslessly =="
 for rate in $RATES; do
   if [ -n "${CPU_AT[nagare,$rate]:-}" ] && [ -n "${CPU_AT[nfcapd,$rate]:-}" ]; then
     awk -v r=$rate -v a=${CPU_AT[nagare,$rate]} -v b=${CPU_AT[nfcapd,$rate]} \
-      'BEGIN {printf "%10s/s  nagare %6.3f  nfcapd %6.3f  ratio %s\n", r, a, b, b > 0 ? sprintf("%.2f", a / b) : "n/a"}'
+      'BEGIN {printf "%10s/s  nagare %6.3f  nfcapd %6.3f  ratio %s\n", r, a, b, (b > 0 ? sprintf("%.2f", a / b) : "n/a")}'
   fi
 done

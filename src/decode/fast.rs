@@ -219,10 +219,11 @@ fn apply_op(r: &mut FlowRecord, s: &mut Scratch, f: &CompiledField, rb: &[u8], o
     }
 }
 
-/// Decodes the records of a data template with variable-length fields (ESXi's IPFIX,
-/// with VMware's names), walking each record field by field with the operations
-/// compiled from the template (`walk`, see [`super::template::Template::walk`]): no
-/// per-record allocation, no copy. Appends to `out`; a record cut short by the end of
+/// Decodes the records of a data template by walking each record field by field with
+/// the operations compiled from the template (`walk`, see
+/// [`super::template::Template::walk`]): records with variable-length fields (ESXi's
+/// IPFIX, with VMware's names), and the rest of a set the reference decoder could not
+/// finish. No per-record allocation, no copy. Appends to `out`; a record cut short by the end of
 /// the set is an error unless what remains is zero padding. On error, also says how
 /// many records it appended.
 pub fn decode_varlen(
@@ -337,39 +338,6 @@ pub fn walk_records<'a>(
         count += 1;
     }
     Ok(count)
-}
-
-/// Decodes the data records of any template with the walker, zero-copy: the records of
-/// templates with variable-length fields (VMware's names among them), and the rest of
-/// a set that the reference decoder could not finish. `slots` are the fields' slots,
-/// in template order. On error, also says how many records it appended.
-pub fn decode_walk(
-    specs: &[FieldSpec],
-    slots: &[Slot],
-    min_record_len: usize,
-    body: &[u8],
-    env: &RecordEnv<'_>,
-    out: &mut Vec<FlowRecord>,
-) -> Result<usize, (usize, DecodeError)> {
-    let (ctx, sampler_rate) = (env.ctx, env.sampler_rate);
-    let mut slices = Vec::with_capacity(specs.len());
-    let mut produced = 0usize;
-    let res = walk_records(specs, body, min_record_len, &mut slices, |vals| {
-        let mut r = FlowRecord::empty(env.exporter, env.version);
-        let mut s = Scratch::default();
-        for (slot, b) in slots.iter().zip(vals) {
-            if !b.is_empty() {
-                apply(&mut r, &mut s, *slot, raw_val(*slot, b));
-            }
-        }
-        finish(&mut r, &s, ctx, sampler_rate);
-        out.push(r);
-        produced += 1;
-    });
-    match res {
-        Ok(_) => Ok(produced),
-        Err(e) => Err((produced, e)),
-    }
 }
 
 #[cfg(test)]

@@ -736,7 +736,7 @@ impl Decoder {
         if rest.len() < t.min_record_len.max(1) || rest.iter().all(|&b| b == 0) {
             return Ok(n_ref);
         }
-        let res = fast::decode_walk(&t.fields, &t.slots, t.min_record_len, rest, env, out);
+        let res = fast::decode_varlen(&t.walk, t.min_record_len, rest, env, out);
         let (Ok(n) | Err((n, _))) = res;
         self.metrics.records_walker.add(n as u64);
         res.map(|_| n_ref + n).map_err(|(_, e)| (n_ref + n, e))

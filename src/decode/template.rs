@@ -68,11 +68,10 @@ pub struct Template {
     pub fields: Box<[FieldSpec]>,
     /// Set for fixed-length data templates.
     pub layout: Option<Layout>,
-    /// What each field is, in template order (for the generic walker).
-    pub slots: Box<[Slot]>,
-    /// Data templates with variable-length fields: every field compiled, in template
-    /// order (`off` unused; `len` is [`VARLEN`] for a variable-length one). Empty
-    /// otherwise.
+    /// Data templates: every field compiled, in template order, for walking records
+    /// field by field (`off` unused; `len` is [`VARLEN`] for a variable-length one):
+    /// how records with variable-length fields are decoded, and the rest of a set the
+    /// reference decoder could not finish. Empty for options templates.
     pub walk: Box<[CompiledField]>,
     /// Smallest possible record (variable-length fields count one length byte).
     pub min_record_len: usize,
@@ -121,12 +120,11 @@ impl Template {
         } else {
             None
         };
-        let slots: Box<[Slot]> = fields.iter().map(|f| slot_for(f.pen, f.id)).collect();
-        let walk = if has_varlen && kind == TemplateKind::Data {
+        let walk = if kind == TemplateKind::Data {
             fields
                 .iter()
-                .zip(slots.iter())
-                .map(|(f, &slot)| CompiledField {
+                .map(|f| (f, slot_for(f.pen, f.id)))
+                .map(|(f, slot)| CompiledField {
                     off: 0,
                     len: f.len,
                     slot,
@@ -146,7 +144,6 @@ impl Template {
             kind,
             fields: fields.into_boxed_slice(),
             layout,
-            slots,
             walk,
             min_record_len,
             has_varlen,
