@@ -36,26 +36,11 @@ fn capture_gen(extra: &[&str]) -> (Vec<UdpDatagram>, u64) {
         }
         out
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_nagare"))
-        .args([
-            "gen",
-            "--to",
-            &to.to_string(),
-            "--start-offset",
-            "15m",
-            "--duration",
-            "0",
-        ])
-        .args(["--rate", "20000"])
-        .args(extra)
-        .output()
-        .expect("run nagare gen");
-    assert!(
-        out.status.success(),
-        "gen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let to = to.to_string();
+    let mut args = vec!["--to", &to, "--start-offset", "15m", "--duration", "0"];
+    args.extend(["--rate", "20000"]);
+    args.extend_from_slice(extra);
+    let err = common::run_gen(&args);
     let sent: u64 = err
         .lines()
         .find_map(|l| l.strip_prefix("gen: sent "))

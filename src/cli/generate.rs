@@ -187,7 +187,7 @@ fn live(site: &Site, em: &mut Emitter, a: &GenArgs, duration: Option<i64>) -> an
         return Ok(());
     }
     let end = duration.map(|d| Instant::now() + Duration::from_secs(d.max(0) as u64));
-    let mut tick = now_ms() - 1000;
+    let mut tick = now_ms();
     let mut random_i: u64 = 0;
     let rate = a.rate;
     let mut pacer = Pacer::new(rate.unwrap_or(0.0));
@@ -200,26 +200,32 @@ fn live(site: &Site, em: &mut Emitter, a: &GenArgs, duration: Option<i64>) -> an
         let now = now_ms();
         match a.profile {
             Profile::Datacenter => {
+                // one second of the site's traffic at a time, once that second is over
+                let wait = tick + 1000 - now;
+                if wait > 0 {
+                    std::thread::sleep(Duration::from_millis(wait as u64));
+                    continue;
+                }
                 // natural rate: about 60 records/s, varying with the time of day;
                 // --rate scales the site, corrected by what each second generated
-                let intensity = rate.map_or(1.0, |r| (r / 60.0 * scale).max(0.001));
-                let g = site.generate(tick, now, intensity, a.seed);
+                let intensity = |scale: f64| rate.map_or(1.0, |r| (r / 60.0 * scale).max(0.001));
+                let mut g = site.generate(tick, now, intensity(scale), a.seed);
                 if let Some(r) = rate {
                     let want = r * (now - tick) as f64 / 1000.0;
-                    if !g.is_empty() && want >= 1.0 {
-                        let k = (want / g.len() as f64).clamp(0.5, 2.0);
-                        scale = (scale * k).clamp(0.01, 100.0);
+                    let k = want / g.len().max(1) as f64;
+                    if want >= 1.0 && !(0.9..=1.1).contains(&k) {
+                        // off by more than a tenth (the first second, or the time of
+                        // day changed the site's pace): generate it again corrected
+                        scale = (scale * k.clamp(0.5, 2.0)).clamp(0.01, 100.0);
+                        g = site.generate(tick, now, intensity(scale), a.seed);
                     }
                 }
                 tick = now;
-                // spread over the second (in twentieths), as many exporters' are
+                // spread over the next second (in twentieths), as many exporters' are
                 let parts = g.len().div_ceil(20).max(1);
                 for part in g.chunks(parts) {
                     em.send(part, now)?;
                     std::thread::sleep(Duration::from_millis(50));
-                }
-                if g.is_empty() {
-                    std::thread::sleep(Duration::from_millis(1000));
                 }
             }
             Profile::Random => {

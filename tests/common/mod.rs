@@ -451,3 +451,16 @@ pub fn metric_sum(m: &HashMap<String, f64>, name: &str) -> f64 {
         .map(|(_, v)| v)
         .sum()
 }
+
+/// Runs `nagare gen` with `args` to its end; it must succeed. Returns its stderr (where
+/// it reports what it sent).
+pub fn run_gen(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_nagare"))
+        .arg("gen")
+        .args(args)
+        .output()
+        .expect("run nagare gen");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "gen: {err}");
+    err
+}
