@@ -156,6 +156,12 @@ impl Chunk {
     }
 }
 
+/// A [`ChunkBuilder`]'s interning maps (endpoints, observation points).
+pub type InternMaps = (
+    rustc_hash::FxHashMap<Endpoint, u32>,
+    rustc_hash::FxHashMap<ObsPoint, u32>,
+);
+
 /// A helper for building chunks: deduplicates endpoints and observation points.
 #[derive(Default)]
 pub struct ChunkBuilder {
@@ -166,6 +172,23 @@ pub struct ChunkBuilder {
 }
 
 impl ChunkBuilder {
+    /// A builder that interns with `maps` (emptied, their memory kept).
+    pub fn with_maps(maps: InternMaps) -> Self {
+        let (mut eps, mut obs) = maps;
+        eps.clear();
+        obs.clear();
+        Self {
+            eps,
+            obs,
+            ..Self::default()
+        }
+    }
+
+    /// The interning maps, for a builder of a later bucket.
+    pub fn take_maps(&mut self) -> InternMaps {
+        (std::mem::take(&mut self.eps), std::mem::take(&mut self.obs))
+    }
+
     pub fn endpoint(&mut self, e: &Endpoint) -> u32 {
         match self.eps.entry(*e) {
             Entry::Occupied(o) => *o.get(),

@@ -75,6 +75,13 @@ impl Keys {
         Some(old)
     }
 
+    /// Empties the table, keeping its memory: only the tags are reset (a free tag
+    /// makes its key and value unread).
+    fn clear(&mut self) {
+        self.tags.fill(0);
+        self.len = 0;
+    }
+
     /// Stores `id` (room reserved) and returns its slot.
     fn put(&mut self, id: u64) -> usize {
         let (i, found) = self.find(id);
@@ -95,6 +102,23 @@ pub struct IdMap {
 }
 
 impl IdMap {
+    /// Whether most of the table's memory went unused: under an eighth of its slots
+    /// taken, where a table that grew to its contents has a quarter to a half.
+    pub fn oversized(&self) -> bool {
+        self.k.len.saturating_mul(8) < self.k.keys.len()
+    }
+
+    /// Slots allocated.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.k.keys.len()
+    }
+
+    /// Empties the map, keeping its memory for the next bucket.
+    pub fn clear(&mut self) {
+        self.k.clear();
+    }
+
     pub fn get(&self, id: u64) -> Option<u32> {
         if self.k.keys.is_empty() {
             return None;
@@ -126,9 +150,12 @@ impl IdMap {
     }
 
     /// Starts loading the lines where `id` is looked up: its tag, and with `key` its
-    /// key (worth it when the lookup is expected to find it).
+    /// key and value (worth it when the lookup is expected to find it).
     pub fn prefetch(&self, id: u64, key: bool) {
         self.k.prefetch(id, key);
+        if key && let Some(v) = self.vals.get((id as usize) & self.k.mask()) {
+            crate::model::prefetch(v);
+        }
     }
 }
 

@@ -218,6 +218,14 @@ impl<T> SegVec<T> {
         self.segs.get(i >> SEG_SHIFT)?.get(i & (SEG_LEN - 1))
     }
 
+    /// Starts loading element `i` (a hint: nothing when out of range).
+    #[inline]
+    pub fn prefetch(&self, i: usize) {
+        if let Some(x) = self.get(i) {
+            crate::model::prefetch(x);
+        }
+    }
+
     pub fn iter(&self) -> Iter<'_, T> {
         let f: fn(&Arc<[T]>) -> &[T] = |s| s;
         self.segs.iter().flat_map(f).take(self.len)

@@ -9,7 +9,7 @@ use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
 
-use super::chunk::{Chunk, ChunkBuilder, IfaceRow, ObsPoint, Overflow, Row};
+use super::chunk::{Chunk, ChunkBuilder, IfaceRow, InternMaps, ObsPoint, Overflow, Row};
 use super::idtable::{IdMap, IdSet, Sketch};
 use super::segvec::{DirtySegs, SegVec};
 use super::store::Store;
@@ -27,8 +27,12 @@ const OVERFLOW_TRACK: usize = 4_096;
 const MAX_OBS: usize = 1 << 20;
 /// A bucket that receives late records stays open this long after it reopened.
 const LATE_LINGER_MS: i64 = 2_000;
-/// How many records ahead of folding a session set is prefetched.
+/// How many records ahead of folding a session set is prefetched (and of accumulating,
+/// a row's index slot).
 const PREFETCH_AHEAD: usize = 8;
+/// How many records ahead of accumulating a row is looked up in the index (its slot
+/// loaded by then) and the row itself prefetched.
+const ROW_AHEAD: usize = 4;
 /// Open buckets per resolution; past it the oldest-opened closes early.
 const MAX_OPEN: usize = 512;
 
@@ -120,21 +124,57 @@ fn rel(t: i64, start: i64) -> u16 {
     (t - start).clamp(0, i64::from(u16::MAX)) as u16
 }
 
+/// The lookup tables of a closed bucket, kept for the level's next bucket: a bucket
+/// of a busy shard grows its tables to hundreds of thousands of entries, and fresh
+/// memory for them costs the kernel a zeroed page per 4 KiB, once per bucket. Emptied
+/// when taken; the rows themselves live on in the closed chunk and are not reused.
+struct Spare {
+    index: IdMap,
+    row_ids: Vec<u64>,
+    maps: InternMaps,
+    obs_at: FxHashMap<u32, u32>,
+}
+
+impl Spare {
+    fn of(b: &mut OpenBucket) -> Self {
+        Self {
+            index: std::mem::take(&mut b.index),
+            row_ids: std::mem::take(&mut b.row_ids),
+            maps: b.cb.take_maps(),
+            obs_at: std::mem::take(&mut b.obs_at),
+        }
+    }
+}
+
 impl OpenBucket {
-    fn new(start: i64, seq: u64, closes_at_ms: i64, now_ms: i64) -> Self {
+    fn new(start: i64, seq: u64, closes_at_ms: i64, now_ms: i64, spare: Option<Spare>) -> Self {
+        let Spare {
+            mut index,
+            mut row_ids,
+            maps,
+            mut obs_at,
+        } = spare.unwrap_or_else(|| Spare {
+            index: IdMap::default(),
+            row_ids: Vec::new(),
+            maps: InternMaps::default(),
+            obs_at: FxHashMap::default(),
+        });
+        index.clear();
+        row_ids.clear();
+        obs_at.clear();
         Self {
             start,
             seq,
             closes_at_ms,
             opened_ms: now_ms,
-            index: IdMap::default(),
+            index,
             full_hits: 0,
             full_misses: 0,
             rows: SegVec::default(),
             updated: DirtySegs::default(),
-            row_ids: Vec::new(),
-            cb: ChunkBuilder::default(),
-            obs_at: FxHashMap::default(),
+            row_ids,
+            cb: ChunkBuilder::with_maps(maps),
+            obs_at,
             outer: Vec::new(),
             overflow: Overflow {
                 flows_exact: true,
@@ -293,6 +333,8 @@ const LARGE_OPEN_ROWS: usize = 16_384;
 struct Level {
     cfg: ResolutionConfig,
     open: BTreeMap<i64, OpenBucket>,
+    /// tables of the last bucket closed, for the next one opened
+    spare: Option<Spare>,
 }
 
 pub struct Shard {
@@ -331,6 +373,7 @@ fn open_bucket<'a>(
 ) -> &'a mut OpenBucket {
     let res = i64::from(level.cfg.seconds);
     let grace = level.cfg.grace_secs.max(close_after_s);
+    let spare = &mut level.spare;
     level.open.entry(b).or_insert_with(|| {
         let due = (b + res + grace) * 1000;
         OpenBucket::new(
@@ -338,6 +381,7 @@ fn open_bucket<'a>(
             store.next_seq(),
             due.max(now_ms + LATE_LINGER_MS),
             now_ms,
+            spare.take(),
         )
     })
 }
@@ -367,6 +411,7 @@ impl Shard {
             .map(|cfg| Level {
                 cfg: cfg.clone(),
                 open: BTreeMap::new(),
+                spare: None,
             })
             .collect();
         Self {
@@ -599,6 +644,15 @@ impl Shard {
                     if full {
                         bucket.overflow_keys.prefetch(q.id);
                     }
+                }
+                // the row of a record nearer (its index slot prefetched above), unless
+                // lookups in the full bucket rarely find one
+                if let Some(q) = prep.get(j + ROW_AHEAD)
+                    && q.start_s.div_euclid(res) * res == b
+                    && (bucket.rows.len() < cap || bucket.full_hits_matter())
+                    && let Some(at) = bucket.index.get(q.id)
+                {
+                    bucket.rows.prefetch(at as usize);
                 }
                 bucket.changed = true;
                 if f.switch_port {
@@ -852,10 +906,14 @@ impl Shard {
                 due.extend(rest.iter().take(open_n - MAX_OPEN).map(|x| x.1));
             }
             for k in due {
-                if let Some(b) = self.levels[li].open.remove(&k) {
+                if let Some(mut b) = self.levels[li].open.remove(&k) {
                     closed.push(Arc::new(self.build(res, &b, None)));
                     if li == 0 {
                         self.cascade(&b, now_ms);
+                    }
+                    // a table grown by a burst is kept for one bucket that did not need it
+                    if !b.index.oversized() {
+                        self.levels[li].spare = Some(Spare::of(&mut b));
                     }
                 }
             }
@@ -950,5 +1008,105 @@ impl Shard {
     pub fn tick_and_commit(&mut self, now_ms: i64) {
         let (closed, snap) = self.tick(now_ms);
         self.store.commit(self.id, closed, snap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ExporterId, FlowRecord};
+    use crate::rollup::RollupConfig;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// `n` flows 10.0.x.y (from `first` on) -> 198.18.0.1:443 from `exporter`, one
+    /// record each of `first + i` bytes, at `t_ms`.
+    fn flows(first: u32, n: u32, exporter: u8, t_ms: i64) -> Vec<FlowIn> {
+        (first..first + n)
+            .map(|i| {
+                let e = ExporterId::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, exporter)), 1);
+                let mut r = FlowRecord::empty(e, 10);
+                r.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+                r.dst = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+                r.src_port = 40_000;
+                r.dst_port = 443;
+                r.protocol = 6;
+                r.tcp_flags = 0x02;
+                r.bytes = u64::from(i);
+                r.packets = 1;
+                r.start_ms = t_ms;
+                r.end_ms = t_ms;
+                FlowIn::from_record(&r)
+            })
+            .collect()
+    }
+
+    /// A closed bucket hands its lookup tables to the next bucket of its level:
+    /// emptied (the next bucket's rows, endpoints and observation points are its own
+    /// only), their memory kept; a bucket that left most of them unused does not pass
+    /// them on.
+    #[test]
+    fn closed_buckets_hand_their_tables_to_the_next() {
+        let cfg = RollupConfig::default();
+        let Ok(res) = cfg.resolutions() else {
+            panic!("default resolutions")
+        };
+        let store = Store::new(None, res, 1, 0);
+        let limits = FoldLimits {
+            max_sessions: 100_000,
+            idle_ms: 300_000,
+        };
+        let mut sh = Shard::detached(0, store, limits);
+        let (tables, geo) = (Tables::default(), GeoTable::default());
+        let t0 = 1_800_000_000_000i64; // a whole hour
+        sh.ingest(&flows(0, 3_000, 1, t0 + 10_000), &tables, &geo, t0 + 20_000);
+        let first_cap = sh.levels[0]
+            .open
+            .values()
+            .map(|b| b.index.capacity())
+            .sum::<usize>();
+        assert_eq!(first_cap, 8_192, "3 000 rows, at most half full");
+        let (closed, _) = sh.tick(t0 + 180_000);
+        assert_eq!(closed.iter().filter(|c| c.res == 60).count(), 1);
+        assert!(sh.levels[0].spare.is_some());
+
+        // minute 3: 200 other flows from another exporter
+        sh.ingest(
+            &flows(5_000, 200, 2, t0 + 190_000),
+            &tables,
+            &geo,
+            t0 + 195_000,
+        );
+        assert!(sh.levels[0].spare.is_none(), "taken by the new bucket");
+        let b = sh.levels[0].open.values().next();
+        assert_eq!(b.map(|b| b.index.capacity()), Some(first_cap));
+        let (closed, _) = sh.tick(t0 + 300_000);
+        let Some(c) = closed
+            .iter()
+            .find(|c| c.res == 60 && c.start == (t0 + 180_000) / 1000)
+        else {
+            panic!("minute 3 closed: {closed:?}")
+        };
+        assert_eq!(c.rows.len(), 200);
+        let bytes: u64 = c.rows.iter().map(|r| r.bytes()).sum();
+        assert_eq!(bytes, (5_000..5_200).sum::<u64>());
+        let mut ips: Vec<IpAddr> = c.endpoints.iter().map(|e| e.ip).collect();
+        ips.sort();
+        assert_eq!(ips.len(), 201);
+        assert_eq!(ips[0], IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + 5_000)));
+        assert_eq!(c.obs.len(), 1);
+        assert_eq!(
+            c.obs[0].exporter,
+            ExporterId::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 1)
+        );
+        // 200 rows in 8 192 slots: not passed on, the next bucket grows its own
+        assert!(sh.levels[0].spare.is_none());
+        sh.ingest(
+            &flows(9_000, 200, 2, t0 + 310_000),
+            &tables,
+            &geo,
+            t0 + 315_000,
+        );
+        let b = sh.levels[0].open.values().next();
+        assert_eq!(b.map(|b| b.index.capacity()), Some(1_024));
     }
 }
