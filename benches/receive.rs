@@ -16,8 +16,14 @@
 //! sleep and 172 after 50 ms cost the same per record, about 40% more than without
 //! sleeping. The machine's speed drifts: compare builds by running them alternately.
 //!
+//! With `--site RATE`, the stream is `nagare gen`'s VMware site instead (ESXi hosts'
+//! IPFIX with VMware's elements and switches' NetFlow v9 from their own addresses,
+//! conversations that recur), as the site sends it at RATE records/s: the stream
+//! covers records / RATE seconds of flow time up to now, and the warm-up the span
+//! before it.
+//!
 //! Usage: cargo bench --bench receive [-- --records N] [--receive K] [--cold MIB]
-//!                                        [--sleep US] [--rounds R]
+//!                                        [--sleep US] [--rounds R] [--site RATE]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -39,6 +45,7 @@ struct Args {
     cold_mib: usize,
     sleep_us: usize,
     rounds: usize,
+    site_rate: usize,
 }
 
 fn args() -> Args {
@@ -48,6 +55,7 @@ fn args() -> Args {
         cold_mib: 0,
         sleep_us: 0,
         rounds: 3,
+        site_rate: 0,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -59,6 +67,7 @@ fn args() -> Args {
             ("--cold", Some(n)) => a.cold_mib = n,
             ("--sleep", Some(n)) => a.sleep_us = n,
             ("--rounds", Some(n)) => a.rounds = n.max(1),
+            ("--site", Some(n)) => a.site_rate = n,
             // cargo bench's own flags (--bench) and anything else
             _ => {
                 i += 1;
@@ -92,28 +101,64 @@ fn blast_record(i: usize, now_ms: i64) -> GenRecord {
     }
 }
 
-fn main() {
-    let a = args();
-    let now = nagare::daemon::now_ms();
-    // datagrams of 30 records each (nfblast's), the template in front
+/// Datagrams and the address each came from.
+type Stream = Vec<(IpAddr, Vec<u8>)>;
+
+/// nfblast's stream from record `from` on: datagrams of 30 records, the template in
+/// front.
+fn blast_stream(from: usize, records: usize, now: i64) -> Stream {
+    let src: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let mut e = Exporter::new(9, 1, now - 86_400_000);
     e.template_every = u32::MAX;
-    let mut stream = |from: usize| {
-        let mut dgs = vec![e.templates_only(now)];
-        let recs: Vec<GenRecord> = (from..from + a.records)
-            .map(|i| blast_record(i, now))
-            .collect();
-        for chunk in recs.chunks(30) {
-            dgs.extend(e.encode(chunk, now));
+    let mut dgs = vec![(src, e.templates_only(now))];
+    let recs: Vec<GenRecord> = (from..from + records)
+        .map(|i| blast_record(i, now))
+        .collect();
+    for chunk in recs.chunks(30) {
+        dgs.extend(e.encode(chunk, now).into_iter().map(|d| (src, d)));
+    }
+    dgs
+}
+
+/// The site's warm-up and measured streams: `records` each at `rate` records/s, the
+/// measured one ending now, sent in twentieths of a second as `nagare gen` sends.
+fn site_streams(records: usize, rate: usize, now: i64) -> (Stream, Stream) {
+    let to = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 2055));
+    let site = nagare::generate::site_for(to, 500);
+    // the site's natural rate, from an hour of it
+    let hour = site.generate(now - 3_600_000, now, 1.0, 1).len().max(1);
+    let intensity = rate as f64 * 3600.0 / hour as f64;
+    let span_ms = (records as i64 * 1000 / rate.max(1) as i64).max(1000);
+    let mut em = nagare::generate::Emitter::new(to, None);
+    let mut stream = |t0: i64, seed: u64| {
+        let mut g = site.generate(t0, t0 + span_ms, intensity, seed);
+        g.truncate(records);
+        let mut dgs = Stream::new();
+        for part in g.chunks((rate / 20).max(1)) {
+            let at = part.last().map_or(t0, |x| x.record.end_ms);
+            for (s, d) in em.encode(part, at) {
+                let ip = em.source_ip(s);
+                dgs.extend(d.into_iter().map(|d| (ip, d)));
+            }
         }
         dgs
     };
+    let warm = stream(now - 2 * span_ms, 7);
+    (warm, stream(now - span_ms, 8))
+}
+
+fn main() {
+    let a = args();
+    let now = nagare::daemon::now_ms();
     // the warm-up stream (other flows) fills the tables, as a running collector's are
-    let warm = stream(8 << 20);
-    let dgs = stream(0);
-    let src: IpAddr = "192.0.2.1"
-        .parse()
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (warm, dgs) = if a.site_rate > 0 {
+        site_streams(a.records, a.site_rate, now)
+    } else {
+        (
+            blast_stream(8 << 20, a.records, now),
+            blast_stream(0, a.records, now),
+        )
+    };
     let part = ListenerConfig::default().batch_records;
     let mut cold = vec![0u8; a.cold_mib << 20];
     let sleep = Duration::from_micros(a.sleep_us as u64);
@@ -144,8 +189,8 @@ fn main() {
         for (k, recv) in dgs.chunks(a.receive).enumerate() {
             cool(k);
             let t = Instant::now();
-            for d in recv {
-                let _ = dec.decode(src, now, d, &mut out);
+            for (src, d) in recv {
+                let _ = dec.decode(*src, now, d, &mut out);
                 n += out.len();
                 out.clear();
             }
@@ -167,13 +212,13 @@ fn main() {
             let r = rollup.clone();
             Pipeline::with_next(Box::new(move |b, how| r.ingest(b, how)))
         };
-        let mut run = |dgs: &[Vec<u8>]| {
+        let mut run = |dgs: &[(IpAddr, Vec<u8>)]| {
             let mut busy = Duration::ZERO;
             for (k, recv) in dgs.chunks(a.receive).enumerate() {
                 cool(k);
                 let t = Instant::now();
-                for d in recv {
-                    let _ = dec.decode(src, now, d, &mut out);
+                for (src, d) in recv {
+                    let _ = dec.decode(*src, now, d, &mut out);
                     if out.len() >= part {
                         pipeline.ingest(&mut out, Handover::Part { backlog: false });
                     }

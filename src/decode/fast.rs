@@ -59,6 +59,10 @@ pub enum Op {
     Vlan16,
     Direction8,
     Generic,
+    /// A walk's variable-length field (see [`super::template::compile_walk`]).
+    Varlen,
+    /// The end of a walk's last fixed-length segment.
+    Tail,
 }
 
 impl Op {
@@ -216,6 +220,8 @@ fn apply_op(r: &mut FlowRecord, s: &mut Scratch, f: &CompiledField, rb: &[u8], o
             };
             apply(r, s, f.slot, v);
         }
+        // segment boundaries: [`decode_varlen`] handles them
+        Op::Varlen | Op::Tail => {}
     }
 }
 
@@ -241,24 +247,35 @@ pub fn decode_varlen(
         out.push(FlowRecord::empty(env.exporter, env.version));
         let Some(r) = out.last_mut() else { break };
         let mut s = Scratch::default();
-        let mut complete = true;
+        let mut complete = false;
+        // start of the current fixed-length segment
+        let mut base = pos;
         for f in walk {
-            let Some(len) = field_len(f.len, body, &mut pos) else {
-                complete = false;
-                break;
-            };
-            let Some(b) = body.get(pos..pos + len) else {
-                complete = false;
-                break;
-            };
-            if len > 0 && !matches!(f.slot, Slot::Skip | Slot::UnknownEnterprise) {
-                if f.len == VARLEN {
-                    apply(r, &mut s, f.slot, raw_val(f.slot, b));
-                } else {
-                    apply_op(r, &mut s, f, body, pos);
+            match f.op {
+                Op::Varlen => {
+                    let mut at = base + usize::from(f.off);
+                    let Some(len) = field_len(f.len, body, &mut at) else {
+                        break;
+                    };
+                    let Some(b) = body.get(at..at + len) else {
+                        break;
+                    };
+                    if len > 0 && !matches!(f.slot, Slot::Skip | Slot::UnknownEnterprise) {
+                        apply(r, &mut s, f.slot, raw_val(f.slot, b));
+                    }
+                    base = at + len;
                 }
+                Op::Tail => {
+                    let end = base + usize::from(f.off);
+                    if end <= body.len() {
+                        pos = end;
+                        complete = true;
+                    }
+                    break;
+                }
+                // a field of a segment cut short reads zeros; the record is dropped
+                _ => apply_op(r, &mut s, f, body, base + usize::from(f.off)),
             }
-            pos += len;
         }
         if !complete || pos == start {
             out.pop();
@@ -372,5 +389,95 @@ mod tests {
         let r = walk_records(&fields, &body, 4, &mut slices, |v| seen.push(v[0].to_vec()));
         assert_eq!(r, Ok(1));
         assert_eq!(seen, vec![b"wxyz".to_vec()]);
+    }
+
+    /// A template as segments: unused fixed fields cost nothing, each variable-length
+    /// field ends a segment, the tail ends the record; a record cut short anywhere is
+    /// an error after the complete ones, and trailing zeros are padding.
+    #[test]
+    fn varlen_walk_reads_segments_at_their_offsets() {
+        use super::super::fields::{PEN_VMWARE, RecordCtx};
+        use super::super::template::compile_walk;
+        let vm = |id, len| FieldSpec {
+            id,
+            pen: PEN_VMWARE,
+            len,
+            scope: false,
+        };
+        // srcIPv4 | unused (id 3, 4 bytes) | virtualObsID | unused varlen (id 82) |
+        // unused (2) | dstPort
+        let fields = [
+            spec(8, 4),
+            spec(3, 4),
+            vm(898, VARLEN),
+            spec(82, VARLEN),
+            spec(33, 2),
+            spec(11, 2),
+        ];
+        let walk = compile_walk(&fields);
+        let shape: Vec<(Op, u16)> = walk.iter().map(|f| (f.op, f.off)).collect();
+        assert_eq!(
+            shape,
+            vec![
+                (Op::SrcV4, 0),
+                (Op::Varlen, 8),
+                (Op::Varlen, 0),
+                (Op::DstPort, 2),
+                (Op::Tail, 4)
+            ]
+        );
+        let record = |last: u8, name: &[u8]| {
+            let mut b = vec![10, 0, 0, last, 9, 9, 9, 9, name.len() as u8];
+            b.extend_from_slice(name);
+            b.extend_from_slice(&[2, b'x', b'y', 0xaa, 0xbb, 0x01, 0xbb]);
+            b
+        };
+        let ctx = RecordCtx {
+            export_ms: 4_000_000_000_000,
+            sys_uptime_ms: None,
+            sys_init_ms: None,
+            default_sampling: 1,
+        };
+        let none = |_: u32| None;
+        let env = RecordEnv {
+            exporter: crate::model::ExporterId::new(
+                "192.0.2.1"
+                    .parse()
+                    .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                1,
+            ),
+            version: 10,
+            ctx: &ctx,
+            sampler_rate: &none,
+        };
+        let mut body = record(1, b"vnic-a");
+        body.extend(record(2, b"web-01.eth0"));
+        body.extend_from_slice(&[0, 0, 0]);
+        let mut out = Vec::new();
+        assert_eq!(decode_varlen(&walk, 14, &body, &env, &mut out), Ok(2));
+        let got: Vec<(IpAddr, &str, u16)> = out
+            .iter()
+            .map(|r| (r.src, r.vmware.virtual_obs_id.as_str(), r.dst_port))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), "vnic-a", 443),
+                (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), "web-01.eth0", 443)
+            ]
+        );
+        // cut in the last segment, in the second varlen field, at its length byte
+        for cut in [2, 6, 7] {
+            let mut body = record(1, b"vnic-a");
+            let second = record(2, b"vnic-b");
+            body.extend_from_slice(&second[..second.len() - cut]);
+            let mut out = Vec::new();
+            assert_eq!(
+                decode_varlen(&walk, 14, &body, &env, &mut out),
+                Err((1, DecodeError::RecordTruncated)),
+                "cut {cut}"
+            );
+            assert_eq!(out.len(), 1);
+        }
     }
 }

@@ -68,16 +68,64 @@ pub struct Template {
     pub fields: Box<[FieldSpec]>,
     /// Set for fixed-length data templates.
     pub layout: Option<Layout>,
-    /// Data templates: every field compiled, in template order, for walking records
-    /// field by field (`off` unused; `len` is [`VARLEN`] for a variable-length one):
-    /// how records with variable-length fields are decoded, and the rest of a set the
-    /// reference decoder could not finish. Empty for options templates.
+    /// Data templates: the record as segments of fixed-length fields between
+    /// variable-length ones (see [`compile_walk`]): how records with variable-length
+    /// fields are decoded, and the rest of a set the reference decoder could not
+    /// finish. Empty for options templates.
     pub walk: Box<[CompiledField]>,
     /// Smallest possible record (variable-length fields count one length byte).
     pub min_record_len: usize,
     pub has_varlen: bool,
     /// Unknown enterprise elements per record (skipped by length, counted).
     pub unknown_enterprise: u16,
+}
+
+/// Compiles a data template for [`super::fast::decode_varlen`]: a record is fixed-length
+/// segments separated by variable-length fields. Within a segment, only the fields
+/// nagare uses are listed, at their offset from the segment's start (unused ones cost
+/// nothing per record); each variable-length field ends a segment (`op`
+/// [`Op::Varlen`](super::fast::Op::Varlen), `off` = where its length prefix is), and a
+/// last entry ([`Op::Tail`](super::fast::Op::Tail), `off` = the length of the last
+/// segment) ends the record.
+pub fn compile_walk(fields: &[FieldSpec]) -> Box<[CompiledField]> {
+    // a record this long never fits a datagram (and min_record_len keeps the
+    // walker from starting on one): saturating keeps it from fitting by wrapping
+    let at = |off: usize| u16::try_from(off).unwrap_or(u16::MAX);
+    let mut walk = Vec::new();
+    let mut off = 0usize;
+    for f in fields {
+        let slot = slot_for(f.pen, f.id);
+        let raw = slot.is_addr() || slot.is_bytes();
+        if f.len == VARLEN {
+            walk.push(CompiledField {
+                off: at(off),
+                len: VARLEN,
+                slot,
+                raw,
+                op: super::fast::Op::Varlen,
+            });
+            off = 0;
+            continue;
+        }
+        if f.len > 0 && !matches!(slot, Slot::Skip | Slot::UnknownEnterprise) {
+            walk.push(CompiledField {
+                off: at(off),
+                len: f.len,
+                slot,
+                raw,
+                op: super::fast::Op::compile(slot, f.len),
+            });
+        }
+        off += usize::from(f.len);
+    }
+    walk.push(CompiledField {
+        off: at(off),
+        len: 0,
+        slot: Slot::Skip,
+        raw: false,
+        op: super::fast::Op::Tail,
+    });
+    walk.into_boxed_slice()
 }
 
 impl Template {
@@ -121,21 +169,7 @@ impl Template {
             None
         };
         let walk = if kind == TemplateKind::Data {
-            fields
-                .iter()
-                .map(|f| (f, slot_for(f.pen, f.id)))
-                .map(|(f, slot)| CompiledField {
-                    off: 0,
-                    len: f.len,
-                    slot,
-                    raw: slot.is_addr() || slot.is_bytes(),
-                    op: if f.len == VARLEN {
-                        super::fast::Op::Generic
-                    } else {
-                        super::fast::Op::compile(slot, f.len)
-                    },
-                })
-                .collect()
+            compile_walk(&fields)
         } else {
             Box::default()
         };

@@ -95,7 +95,7 @@ impl Emitter {
         })
     }
 
-    fn ensure(&mut self, s: Source, boot_ms: i64) -> Result<(), GenError> {
+    fn ensure(&mut self, s: Source) -> Result<(), GenError> {
         if self.sockets.contains_key(&s) {
             return Ok(());
         }
@@ -105,14 +105,12 @@ impl Emitter {
         let _ = socket2::SockRef::from(&sock).set_send_buffer_size(4 << 20);
         self.sockets.insert(s, sock);
         self.source_ips.insert(s, ip);
-        let mut e = Exporter::new(self.version_of(s), domain_of(s), boot_ms);
-        e.template_every = 20;
-        self.encoders.insert(s, e);
         Ok(())
     }
 
-    /// Encodes and sends records (grouped per source, in order), exported at `now_ms`.
-    pub fn send(&mut self, batch: &[Generated], now_ms: i64) -> Result<(), GenError> {
+    /// Encodes records (grouped per source, in order), exported at `now_ms`: each
+    /// source's datagrams, its templates as devices refresh them. Counts the records.
+    pub fn encode(&mut self, batch: &[Generated], now_ms: i64) -> Vec<(Source, Vec<Vec<u8>>)> {
         let mut per: BTreeMap<Source, Vec<encode::GenRecord>> = BTreeMap::new();
         let version_forced = self.version;
         for g in batch {
@@ -138,13 +136,24 @@ impl Emitter {
             }
             per.entry(g.source).or_default().push(r);
         }
+        let mut out = Vec::with_capacity(per.len());
         for (s, recs) in per {
-            self.ensure(s, now_ms - 86_400_000)?;
-            let dgs = match self.encoders.get_mut(&s) {
-                Some(e) => e.encode(&recs, now_ms),
-                None => continue,
-            };
+            let version = self.version_of(s);
+            let e = self.encoders.entry(s).or_insert_with(|| {
+                let mut e = Exporter::new(version, domain_of(s), now_ms - 86_400_000);
+                e.template_every = 20;
+                e
+            });
             self.records += recs.len() as u64;
+            out.push((s, e.encode(&recs, now_ms)));
+        }
+        out
+    }
+
+    /// Encodes and sends records (grouped per source, in order), exported at `now_ms`.
+    pub fn send(&mut self, batch: &[Generated], now_ms: i64) -> Result<(), GenError> {
+        for (s, dgs) in self.encode(batch, now_ms) {
+            self.ensure(s)?;
             let Some(sock) = self.sockets.get(&s) else {
                 continue;
             };
