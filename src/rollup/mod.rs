@@ -1145,6 +1145,8 @@ mod tests {
         let now = crate::daemon::now_ms();
         let n = 9_000u32;
         let mut batch = Vec::new();
+        let inline_now = || -> u64 { r.shard_metrics.iter().map(|m| m.inline_records.get()).sum() };
+        let mut inline_before = 0;
         for i in 0..n {
             let mut rec = test_flow(i, now);
             rec.bytes = u64::from(i) + 1;
@@ -1171,10 +1173,15 @@ mod tests {
                     assert!(t0.elapsed().as_secs() < 20, "queued records not ingested");
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
+                // full batches (2 048 per shard) went through the queues; what waited
+                // for one (6 000 - 2 x 2 048 in all) went wherever its shard was at
+                // the quiet hand-over: inline when the shard was idle
+                inline_before = inline_now();
+                assert!(inline_before <= 1_904, "{inline_before}");
             }
         }
         r.stop();
-        let inline: u64 = r.shard_metrics.iter().map(|m| m.inline_records.get()).sum();
+        let inline = inline_now() - inline_before;
         let all: u64 = r.shard_metrics.iter().map(|m| m.records.get()).sum();
         assert_eq!(all, u64::from(n));
         // the last 3 000 went inline (records meeting a shard's tick wait for the next

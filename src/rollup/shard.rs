@@ -3,6 +3,7 @@
 //! thread; nothing here takes a lock per flow.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use std::hash::Hash;
@@ -799,20 +800,33 @@ impl Shard {
         let (rows, endpoints, outer) = if let Some((rows, endpoints)) = open {
             (rows, endpoints, b.outer.clone())
         } else {
-            let ep_ip = |i: u32| b.cb.chunk_endpoints.get(i as usize).map(|e| e.ip);
-            let mut order: Vec<u32> = (0..b.rows.len() as u32).collect();
-            order.sort_unstable_by(|&x, &y| {
-                let (a, c) = (&b.rows[x as usize], &b.rows[y as usize]);
-                c.bytes().cmp(&a.bytes()).then_with(|| {
-                    (ep_ip(a.src), ep_ip(a.dst), a.port, a.proto, a.obs).cmp(&(
-                        ep_ip(c.src),
-                        ep_ip(c.dst),
-                        c.port,
-                        c.proto,
-                        c.obs,
-                    ))
+            // rows by bytes (descending), then (client, server, port, protocol,
+            // observation point): the sort keys are gathered once, so comparing two
+            // rows reads no endpoint
+            let ep_key = |i: u32| match b.cb.chunk_endpoints.get(i as usize).map(|e| e.ip) {
+                None => (0u8, 0u128),
+                Some(IpAddr::V4(a)) => (1, u128::from(u32::from(a))),
+                Some(IpAddr::V6(a)) => (2, u128::from(a)),
+            };
+            let mut keys: Vec<_> = b
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    (
+                        std::cmp::Reverse(r.bytes()),
+                        ep_key(r.src),
+                        ep_key(r.dst),
+                        r.port,
+                        r.proto,
+                        r.obs,
+                        i as u32,
+                    )
                 })
-            });
+                .collect();
+            keys.sort_unstable();
+            let order: Vec<u32> = keys.iter().map(|k| k.6).collect();
+            drop(keys);
             let mut pos = vec![0u32; b.rows.len()];
             for (new, &old) in order.iter().enumerate() {
                 pos[old as usize] = new as u32;
