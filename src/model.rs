@@ -47,12 +47,20 @@ impl InlineStr {
         // only the first 31 bytes (and up to 3 more, to finish a character) are kept:
         // validating or replacing beyond them is wasted work
         let head = b.get(..b.len().min(34)).unwrap_or_default();
+        let mut buf = [0u8; 31];
+        // names are nearly always ASCII: every byte a character
+        if head.is_ascii() {
+            let n = head.len().min(31);
+            if let (Some(d), Some(src)) = (buf.get_mut(..n), head.get(..n)) {
+                d.copy_from_slice(src);
+            }
+            return Self { len: n as u8, buf };
+        }
         let s = String::from_utf8_lossy(head);
         let mut n = s.len().min(31);
         while n > 0 && !s.is_char_boundary(n) {
             n -= 1;
         }
-        let mut buf = [0u8; 31];
         if let (Some(d), Some(src)) = (buf.get_mut(..n), s.as_bytes().get(..n)) {
             d.copy_from_slice(src);
         }
@@ -321,6 +329,16 @@ mod tests {
             }
             let got = InlineStr::from_bytes(&b);
             proptest::prop_assert_eq!(got.as_str(), &whole[..n]);
+        }
+
+        /// ASCII names (nearly all of them) take the copy without conversion, and keep
+        /// their first 31 characters, trailing NULs trimmed.
+        #[test]
+        fn inline_str_of_ascii_keeps_31_characters(s in "[ -~]{0,60}", nuls in 0usize..4) {
+            let mut b = s.clone().into_bytes();
+            b.extend(std::iter::repeat_n(0u8, nuls));
+            let got = InlineStr::from_bytes(&b);
+            proptest::prop_assert_eq!(got.as_str(), &s[..s.len().min(31)]);
         }
     }
 
