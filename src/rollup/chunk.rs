@@ -172,11 +172,11 @@ pub struct ChunkBuilder {
 }
 
 impl ChunkBuilder {
-    /// A builder that interns with `maps` (emptied, their memory kept).
+    /// A builder that interns with `maps` (empty ones: another builder's, emptied,
+    /// their memory kept).
     pub fn with_maps(maps: InternMaps) -> Self {
-        let (mut eps, mut obs) = maps;
-        eps.clear();
-        obs.clear();
+        let (eps, obs) = maps;
+        debug_assert!(eps.is_empty() && obs.is_empty());
         Self {
             eps,
             obs,

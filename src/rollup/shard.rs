@@ -128,7 +128,8 @@ fn rel(t: i64, start: i64) -> u16 {
 /// The lookup tables of a closed bucket, kept for the level's next bucket: a bucket
 /// of a busy shard grows its tables to hundreds of thousands of entries, and fresh
 /// memory for them costs the kernel a zeroed page per 4 KiB, once per bucket. Emptied
-/// when taken; the rows themselves live on in the closed chunk and are not reused.
+/// when the bucket closes (on the ticking thread, not the receive path); the rows
+/// themselves live on in the closed chunk and are not reused.
 struct Spare {
     index: IdMap,
     row_ids: Vec<u64>,
@@ -138,31 +139,34 @@ struct Spare {
 
 impl Spare {
     fn of(b: &mut OpenBucket) -> Self {
-        Self {
+        let mut s = Self {
             index: std::mem::take(&mut b.index),
             row_ids: std::mem::take(&mut b.row_ids),
             maps: b.cb.take_maps(),
             obs_at: std::mem::take(&mut b.obs_at),
-        }
+        };
+        s.index.clear();
+        s.row_ids.clear();
+        s.maps.0.clear();
+        s.maps.1.clear();
+        s.obs_at.clear();
+        s
     }
 }
 
 impl OpenBucket {
     fn new(start: i64, seq: u64, closes_at_ms: i64, now_ms: i64, spare: Option<Spare>) -> Self {
         let Spare {
-            mut index,
-            mut row_ids,
+            index,
+            row_ids,
             maps,
-            mut obs_at,
+            obs_at,
         } = spare.unwrap_or_else(|| Spare {
             index: IdMap::default(),
             row_ids: Vec::new(),
             maps: InternMaps::default(),
             obs_at: FxHashMap::default(),
         });
-        index.clear();
-        row_ids.clear();
-        obs_at.clear();
         Self {
             start,
             seq,
