@@ -1076,27 +1076,24 @@ mod tests {
         let mut sh = Shard::detached(0, store, limits);
         let (tables, geo) = (Tables::default(), GeoTable::default());
         let t0 = 1_800_000_000_000i64; // a whole hour
-        sh.ingest(&flows(0, 3_000, 1, t0 + 10_000), &tables, &geo, t0 + 20_000);
-        let first_cap = sh.levels[0]
-            .open
-            .values()
-            .map(|b| b.index.capacity())
-            .sum::<usize>();
+        // flows at t0 + `at` ms, ingested 5 s later; slots of the open 1m bucket
+        let ingest = |sh: &mut Shard, first: u32, n: u32, exporter: u8, at: i64| {
+            let f = flows(first, n, exporter, t0 + at);
+            sh.ingest(&f, &tables, &geo, t0 + at + 5_000);
+        };
+        let open_cap =
+            |sh: &Shard| -> usize { sh.levels[0].open.values().map(|b| b.index.capacity()).sum() };
+        ingest(&mut sh, 0, 3_000, 1, 10_000);
+        let first_cap = open_cap(&sh);
         assert_eq!(first_cap, 8_192, "3 000 rows, at most half full");
         let (closed, _) = sh.tick(t0 + 180_000);
         assert_eq!(closed.iter().filter(|c| c.res == 60).count(), 1);
         assert!(sh.levels[0].spare.is_some());
 
         // minute 3: 200 other flows from another exporter
-        sh.ingest(
-            &flows(5_000, 200, 2, t0 + 190_000),
-            &tables,
-            &geo,
-            t0 + 195_000,
-        );
+        ingest(&mut sh, 5_000, 200, 2, 190_000);
         assert!(sh.levels[0].spare.is_none(), "taken by the new bucket");
-        let b = sh.levels[0].open.values().next();
-        assert_eq!(b.map(|b| b.index.capacity()), Some(first_cap));
+        assert_eq!(open_cap(&sh), first_cap);
         let (closed, _) = sh.tick(t0 + 300_000);
         let Some(c) = closed
             .iter()
@@ -1118,13 +1115,7 @@ mod tests {
         );
         // 200 rows in 8 192 slots: not passed on, the next bucket grows its own
         assert!(sh.levels[0].spare.is_none());
-        sh.ingest(
-            &flows(9_000, 200, 2, t0 + 310_000),
-            &tables,
-            &geo,
-            t0 + 315_000,
-        );
-        let b = sh.levels[0].open.values().next();
-        assert_eq!(b.map(|b| b.index.capacity()), Some(1_024));
+        ingest(&mut sh, 9_000, 200, 2, 310_000);
+        assert_eq!(open_cap(&sh), 1_024);
     }
 }
