@@ -145,34 +145,21 @@ impl Template {
             .iter()
             .filter(|f| f.pen != 0 && slot_for(f.pen, f.id) == Slot::UnknownEnterprise)
             .count() as u16;
-        let layout = if !has_varlen && kind == TemplateKind::Data {
-            let mut off = 0usize;
-            let mut compiled = Vec::new();
-            for f in &fields {
-                let slot = slot_for(f.pen, f.id);
-                if f.len > 0 && !matches!(slot, Slot::Skip | Slot::UnknownEnterprise) {
-                    compiled.push(CompiledField {
-                        off: off as u16,
-                        len: f.len,
-                        slot,
-                        raw: slot.is_addr() || slot.is_bytes(),
-                        op: super::fast::Op::compile(slot, f.len),
-                    });
-                }
-                off += usize::from(f.len);
-            }
-            Some(Layout {
-                record_len: off,
-                fields: compiled.into_boxed_slice(),
-            })
-        } else {
-            None
-        };
         let walk = if kind == TemplateKind::Data {
             compile_walk(&fields)
         } else {
             Box::default()
         };
+        // without variable-length fields the walk is one segment: the fields nagare
+        // uses at their offsets in the record, then the tail
+        let layout = (!has_varlen && kind == TemplateKind::Data).then(|| Layout {
+            record_len: min_record_len,
+            fields: walk
+                .iter()
+                .filter(|f| f.op != super::fast::Op::Tail)
+                .copied()
+                .collect(),
+        });
         Self {
             key,
             kind,

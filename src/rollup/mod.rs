@@ -1003,7 +1003,7 @@ mod tests {
 
     /// Flow `i` of a test stream: 10.0.0.0 + i -> 198.18.0.1:443 (TCP SYN), one packet
     /// of one byte, from two seconds to one second before `now`.
-    fn test_flow(i: u32, now: i64) -> FlowRecord {
+    pub(crate) fn test_flow(i: u32, now: i64) -> FlowRecord {
         use std::net::Ipv4Addr;
         let exporter = crate::model::ExporterId::new("192.0.2.1".parse().unwrap(), 0);
         let mut rec = FlowRecord::empty(exporter, 10);

@@ -1032,27 +1032,19 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ExporterId, FlowRecord};
+    use crate::model::ExporterId;
     use crate::rollup::RollupConfig;
     use std::net::{IpAddr, Ipv4Addr};
 
-    /// `n` flows 10.0.x.y (from `first` on) -> 198.18.0.1:443 from `exporter`, one
+    /// `n` flows of the rollup tests' stream (from `first` on) from `exporter`, one
     /// record each of `first + i` bytes, at `t_ms`.
     fn flows(first: u32, n: u32, exporter: u8, t_ms: i64) -> Vec<FlowIn> {
         (first..first + n)
             .map(|i| {
-                let e = ExporterId::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, exporter)), 1);
-                let mut r = FlowRecord::empty(e, 10);
-                r.src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
-                r.dst = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
-                r.src_port = 40_000;
-                r.dst_port = 443;
-                r.protocol = 6;
-                r.tcp_flags = 0x02;
+                let mut r = crate::rollup::tests::test_flow(i, t_ms);
+                r.exporter = ExporterId::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, exporter)), 1);
                 r.bytes = u64::from(i);
-                r.packets = 1;
-                r.start_ms = t_ms;
-                r.end_ms = t_ms;
+                (r.start_ms, r.end_ms) = (t_ms, t_ms);
                 FlowIn::from_record(&r)
             })
             .collect()
