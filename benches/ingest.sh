@@ -6,6 +6,11 @@
 # centre (ESXi hosts' IPFIX with VMware's elements, switches' NetFlow v9, flows that
 # recur), whose generator tops out at a few ten thousand records/s on this machine.
 #
+# nagare enriches as a deployment does: with the site's inventory (`nagare gen
+# --write-inventory`: 500 VMs on ESXi hosts, port groups, switches) and the real
+# country database of ../shared/geoip, so every record's ends go through the subnet,
+# VM/host and GeoIP tables.
+#
 # Every collector gets the same socket receive buffer (32 MiB requested; the kernel
 # caps it at net.core.rmem_max). For every collector and rate: a fresh collector, a
 # warm-up of WARMUP seconds at the rate (tables, buffers and caches filled, as in a
@@ -62,9 +67,13 @@ for t in gcc nfcapd nfdump nfacctd; do
   command -v $t >/dev/null || { echo "ingest bench needs $t (.ci/run installs it)" >&2; exit 1; }
 done
 gcc -O2 -o "$WORK/nfblast" "$SHARED/tools/nfblast.c"
+GEOIP=$SHARED/geoip/geo-whois-asn-country.mmdb
+[ -r "$GEOIP" ] || { echo "ingest bench needs the country database $GEOIP" >&2; exit 1; }
 echo "building nagare (release) ..." >&2
 (cd "$ROOT" && cargo build --release --quiet)
 NAGARE=$ROOT/target/release/nagare
+INVENTORY=$WORK/inventory.toml
+"$NAGARE" gen --to 127.0.0.1:9 --write-inventory "$INVENTORY" >/dev/null
 TICK=$(getconf CLK_TCK)
 
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -112,7 +121,8 @@ run_one() {
   case $c in
     nagare)
       local http; http=$(free_tcp_port)
-      "$NAGARE" serve --listen 127.0.0.1:$port --http 127.0.0.1:$http --state-dir "$dir" --log error >/dev/null 2>&1 &
+      "$NAGARE" serve --listen 127.0.0.1:$port --http 127.0.0.1:$http --state-dir "$dir" \
+        --inventory "$INVENTORY" --geoip "$GEOIP" --log error >/dev/null 2>&1 &
       pids=$!
       for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$http/healthz" >/dev/null && break; sleep 0.1; done
       ;;

@@ -25,6 +25,9 @@
 //! Usage: cargo bench --bench receive [-- --records N] [--receive K] [--cold MIB]
 //!                                        [--sleep US] [--rounds R] [--site RATE]
 
+#[path = "common/flags.rs"]
+mod flags;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,24 +60,17 @@ fn args() -> Args {
         rounds: 3,
         site_rate: 0,
     };
-    let v: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < v.len() {
-        let val = v.get(i + 1).and_then(|s| s.parse::<usize>().ok());
-        match (v[i].as_str(), val) {
-            ("--records", Some(n)) => a.records = n.max(30),
-            ("--receive", Some(n)) => a.receive = n.max(1),
-            ("--cold", Some(n)) => a.cold_mib = n,
-            ("--sleep", Some(n)) => a.sleep_us = n,
-            ("--rounds", Some(n)) => a.rounds = n.max(1),
-            ("--site", Some(n)) => a.site_rate = n,
-            // cargo bench's own flags (--bench) and anything else
-            _ => {
-                i += 1;
-                continue;
-            }
+    for (name, n) in flags::numeric_flags() {
+        let n = n as usize;
+        match name.as_str() {
+            "--records" => a.records = n.max(30),
+            "--receive" => a.receive = n.max(1),
+            "--cold" => a.cold_mib = n,
+            "--sleep" => a.sleep_us = n,
+            "--rounds" => a.rounds = n.max(1),
+            "--site" => a.site_rate = n,
+            _ => {}
         }
-        i += 2;
     }
     a
 }
