@@ -73,7 +73,8 @@ echo "building nagare (release) ..." >&2
 (cd "$ROOT" && cargo build --release --quiet)
 NAGARE=$ROOT/target/release/nagare
 INVENTORY=$WORK/inventory.toml
-"$NAGARE" gen --to 127.0.0.1:9 --write-inventory "$INVENTORY" >/dev/null
+"$NAGARE" gen --to 127.0.0.1:9 --write-inventory "$INVENTORY" >/dev/null 2>"$WORK/gen.err" ||
+  { cat "$WORK/gen.err" >&2; exit 1; }
 TICK=$(getconf CLK_TCK)
 
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
