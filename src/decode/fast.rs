@@ -22,7 +22,9 @@ fn read_uint(b: &[u8]) -> u64 {
 /// Value of one field for `slot`, as the fast path extracts it from raw bytes.
 #[inline(always)]
 pub(crate) fn raw_val(slot: Slot, b: &[u8]) -> Val<'_> {
-    if slot.is_addr() || slot.is_bytes() {
+    // wider than 8 bytes: handed over as bytes, so that [`apply`] can tell a value that
+    // does not fit 64 bits from one with leading zeros
+    if slot.is_addr() || slot.is_bytes() || b.len() > 8 {
         Val::B(b)
     } else {
         Val::U(read_uint(b))
@@ -147,6 +149,7 @@ pub fn decode_fixed(
     }
     let n = body.len() / rl;
     out.reserve(n);
+    let mut dropped = 0;
     for rec_bytes in body.chunks_exact(rl) {
         // Built in place from constants (an inlined `empty`): cheaper than copying a
         // prepared record, which takes a call to memcpy.
@@ -156,9 +159,13 @@ pub fn decode_fixed(
         for f in layout.fields.iter() {
             apply_op(r, &mut s, f, rec_bytes, usize::from(f.off));
         }
-        finish(r, &s, ctx, sampler_rate);
+        if !finish(r, &s, ctx, sampler_rate) {
+            out.pop();
+            env.reject();
+            dropped += 1;
+        }
     }
-    n
+    n - dropped
 }
 
 /// Applies one compiled field whose value starts at `rb[o..]` (fixed length).
@@ -199,8 +206,14 @@ fn apply_op(r: &mut FlowRecord, s: &mut Scratch, f: &CompiledField, rb: &[u8], o
         Op::Bytes64 => set!(s, bytes, u64::from_be_bytes(a8(rb, o))),
         Op::Packets32 => set!(s, packets, u64::from(u32::from_be_bytes(a4(rb, o)))),
         Op::Packets64 => set!(s, packets, u64::from_be_bytes(a8(rb, o))),
-        Op::StartMs64 => set!(s, start_ms, u64::from_be_bytes(a8(rb, o)) as i64),
-        Op::EndMs64 => set!(s, end_ms, u64::from_be_bytes(a8(rb, o)) as i64),
+        Op::StartMs64 => {
+            let t = s.time_ms(Val::U(u64::from_be_bytes(a8(rb, o))), 1);
+            set!(s, start_ms, t)
+        }
+        Op::EndMs64 => {
+            let t = s.time_ms(Val::U(u64::from_be_bytes(a8(rb, o))), 1);
+            set!(s, end_ms, t)
+        }
         Op::StartUp32 => set!(s, start_uptime, u32::from_be_bytes(a4(rb, o))),
         Op::EndUp32 => set!(s, end_uptime, u32::from_be_bytes(a4(rb, o))),
         Op::InIf16 => r.in_if = u32::from(u16::from_be_bytes(a2(rb, o))),
@@ -213,7 +226,7 @@ fn apply_op(r: &mut FlowRecord, s: &mut Scratch, f: &CompiledField, rb: &[u8], o
             let Some(b) = rb.get(o..o + usize::from(f.len)) else {
                 return;
             };
-            let v = if f.raw {
+            let v = if f.raw || b.len() > 8 {
                 Val::B(b)
             } else {
                 Val::U(read_uint(b))
@@ -285,8 +298,12 @@ pub fn decode_varlen(
             // zero padding, or a template of zero-length fields only
             break;
         }
-        finish(r, &s, ctx, sampler_rate);
-        n += 1;
+        if finish(r, &s, ctx, sampler_rate) {
+            n += 1;
+        } else {
+            out.pop();
+            env.reject();
+        }
     }
     Ok(n)
 }
@@ -449,6 +466,7 @@ mod tests {
             version: 10,
             ctx: &ctx,
             sampler_rate: &none,
+            out_of_range: Default::default(),
         };
         let mut body = record(1, b"vnic-a");
         body.extend(record(2, b"web-01.eth0"));

@@ -336,7 +336,68 @@ scratch_fields! {
 
 pub(crate) use set;
 
-/// NTP timestamp (RFC 5905, 1900 epoch) to Unix milliseconds.
+/// The latest time an exporter may give, in Unix milliseconds (9999-12-31T23:59:59.999Z);
+/// the earliest is its negation. A time beyond it is out of range: the record is
+/// dropped and counted (`value_out_of_range`), and times within it leave room for every
+/// sum and difference the rest of the pipeline takes.
+pub const MAX_UNIX_MS: i64 = 253_402_300_799_999;
+
+/// Bit of [`Scratch::present`] set when a field value did not fit where it goes.
+const OUT_OF_RANGE: u32 = 1 << 31;
+
+impl Scratch {
+    /// Marks the record as carrying a value that does not fit (dropped by [`finish`]).
+    #[inline(always)]
+    pub fn out_of_range(&mut self) {
+        self.present |= OUT_OF_RANGE;
+    }
+    /// Whether a field value did not fit.
+    #[inline(always)]
+    pub fn is_out_of_range(&self) -> bool {
+        self.present & OUT_OF_RANGE != 0
+    }
+    /// The number in `v`; bytes with more than 64 significant bits mark the record out
+    /// of range (never truncated to their low 8 bytes).
+    #[inline(always)]
+    fn num(&mut self, v: Val<'_>) -> u64 {
+        if let Val::B(b) = v
+            && b.len() > 8
+            && b[..b.len() - 8].iter().any(|&x| x != 0)
+        {
+            self.out_of_range();
+            return 0;
+        }
+        v.as_u64()
+    }
+    /// `v` narrowed to `T`; a value that does not fit marks the record out of range.
+    #[inline(always)]
+    fn fit<T: TryFrom<u64> + Default>(&mut self, v: Val<'_>) -> T {
+        let v = self.num(v);
+        match T::try_from(v) {
+            Ok(x) => x,
+            Err(_) => {
+                self.out_of_range();
+                T::default()
+            }
+        }
+    }
+    /// A time in Unix milliseconds from `v` units of `unit_ms` milliseconds (1 for
+    /// milliseconds, 1000 for seconds); beyond [`MAX_UNIX_MS`] marks the record.
+    #[inline(always)]
+    pub fn time_ms(&mut self, v: Val<'_>, unit_ms: i64) -> i64 {
+        let v = self.num(v);
+        match i64::try_from(v).ok().and_then(|x| x.checked_mul(unit_ms)) {
+            Some(ms) if ms <= MAX_UNIX_MS => ms,
+            _ => {
+                self.out_of_range();
+                0
+            }
+        }
+    }
+}
+
+/// NTP timestamp (RFC 5905, 1900 epoch) to Unix milliseconds. Every 64-bit value fits:
+/// the seconds are at most 2^32 and the fraction is below one second.
 fn ntp_to_unix_ms(v: u64) -> i64 {
     let secs = (v >> 32) as i64 - 2_208_988_800;
     let frac = (v & 0xffff_ffff) as i64;
@@ -348,21 +409,21 @@ fn ntp_to_unix_ms(v: u64) -> i64 {
 pub fn apply(rec: &mut FlowRecord, s: &mut Scratch, slot: Slot, v: Val<'_>) {
     match slot {
         Slot::Skip | Slot::UnknownEnterprise => {}
-        Slot::Bytes => set!(s, bytes, v.as_u64()),
-        Slot::Packets => set!(s, packets, v.as_u64()),
-        Slot::BytesTotal => set!(s, bytes_total, v.as_u64()),
-        Slot::PacketsTotal => set!(s, packets_total, v.as_u64()),
-        Slot::RevBytes => set!(s, rev_bytes, v.as_u64()),
-        Slot::RevPackets => set!(s, rev_packets, v.as_u64()),
-        Slot::InitiatorBytes => set!(s, init_bytes, v.as_u64()),
-        Slot::ResponderBytes => set!(s, resp_bytes, v.as_u64()),
-        Slot::InitiatorPackets => set!(s, init_packets, v.as_u64()),
-        Slot::ResponderPackets => set!(s, resp_packets, v.as_u64()),
-        Slot::Protocol => rec.protocol = v.as_u64() as u8,
-        Slot::Tos => rec.tos = v.as_u64() as u8,
-        Slot::TcpFlags => rec.tcp_flags = v.as_u64() as u16,
-        Slot::SrcPort => rec.src_port = v.as_u64() as u16,
-        Slot::DstPort => rec.dst_port = v.as_u64() as u16,
+        Slot::Bytes => set!(s, bytes, s.num(v)),
+        Slot::Packets => set!(s, packets, s.num(v)),
+        Slot::BytesTotal => set!(s, bytes_total, s.num(v)),
+        Slot::PacketsTotal => set!(s, packets_total, s.num(v)),
+        Slot::RevBytes => set!(s, rev_bytes, s.num(v)),
+        Slot::RevPackets => set!(s, rev_packets, s.num(v)),
+        Slot::InitiatorBytes => set!(s, init_bytes, s.num(v)),
+        Slot::ResponderBytes => set!(s, resp_bytes, s.num(v)),
+        Slot::InitiatorPackets => set!(s, init_packets, s.num(v)),
+        Slot::ResponderPackets => set!(s, resp_packets, s.num(v)),
+        Slot::Protocol => rec.protocol = s.fit::<u8>(v),
+        Slot::Tos => rec.tos = s.fit::<u8>(v),
+        Slot::TcpFlags => rec.tcp_flags = s.fit::<u16>(v),
+        Slot::SrcPort => rec.src_port = s.fit::<u16>(v),
+        Slot::DstPort => rec.dst_port = s.fit::<u16>(v),
         // Templates may carry both IPv4 and IPv6 address fields, the unused family
         // zero: an unspecified address never replaces a real one.
         Slot::SrcAddr => {
@@ -380,72 +441,87 @@ pub fn apply(rec: &mut FlowRecord, s: &mut Scratch, slot: Slot, v: Val<'_>) {
             }
         }
         Slot::NextHop => rec.next_hop = v.as_addr(),
-        Slot::InIf => rec.in_if = v.as_u64() as u32,
-        Slot::OutIf => rec.out_if = v.as_u64() as u32,
-        Slot::PhysInIf => set!(s, phys_in_if, v.as_u64() as u32),
-        Slot::PhysOutIf => set!(s, phys_out_if, v.as_u64() as u32),
-        Slot::PostDot1qVlan => set!(s, post_dot1q_vlan, (v.as_u64() & 0xfff) as u16),
-        Slot::SrcAs => rec.src_as = v.as_u64() as u32,
-        Slot::DstAs => rec.dst_as = v.as_u64() as u32,
-        Slot::Vlan => rec.vlan = (v.as_u64() & 0xfff) as u16,
-        Slot::PostVlan => rec.post_vlan = (v.as_u64() & 0xfff) as u16,
-        Slot::Dot1qVlan => set!(s, dot1q_vlan, (v.as_u64() & 0xfff) as u16),
-        Slot::Direction => rec.direction = v.as_u64() as u8,
-        Slot::BiflowDirection => rec.biflow_direction = v.as_u64() as u8,
-        Slot::EndReason => rec.flow_end_reason = v.as_u64() as u8,
-        Slot::IcmpTypeCode => set!(s, icmp_type_code, v.as_u64() as u16),
-        Slot::StartUptime => set!(s, start_uptime, v.as_u64() as u32),
-        Slot::EndUptime => set!(s, end_uptime, v.as_u64() as u32),
-        Slot::StartSec => set!(s, start_ms, v.as_u64() as i64 * 1000),
-        Slot::EndSec => set!(s, end_ms, v.as_u64() as i64 * 1000),
-        Slot::StartMs => set!(s, start_ms, v.as_u64() as i64),
-        Slot::EndMs => set!(s, end_ms, v.as_u64() as i64),
-        Slot::StartNtpUs | Slot::StartNtpNs => set!(s, start_ms, ntp_to_unix_ms(v.as_u64())),
-        Slot::EndNtpUs | Slot::EndNtpNs => set!(s, end_ms, ntp_to_unix_ms(v.as_u64())),
-        Slot::StartDeltaUs => set!(s, start_delta_us, v.as_u64() as u32),
-        Slot::EndDeltaUs => set!(s, end_delta_us, v.as_u64() as u32),
-        Slot::SysInitMs => set!(s, sys_init_ms, v.as_u64() as i64),
-        Slot::SamplingInterval => set!(s, sampling_interval, v.as_u64() as u32),
-        Slot::SamplerId => set!(s, sampler_id, v.as_u64() as u32),
-        Slot::SamplingPktInterval => set!(s, pkt_interval, v.as_u64() as u32),
-        Slot::SamplingPktSpace => set!(s, pkt_space, v.as_u64() as u32),
-        Slot::L2SegmentId => rec.layer2_segment_id = v.as_u64(),
-        _ => apply_vmware(rec, slot, v),
+        Slot::InIf => rec.in_if = s.fit::<u32>(v),
+        Slot::OutIf => rec.out_if = s.fit::<u32>(v),
+        Slot::PhysInIf => set!(s, phys_in_if, s.fit::<u32>(v)),
+        Slot::PhysOutIf => set!(s, phys_out_if, s.fit::<u32>(v)),
+        Slot::PostDot1qVlan => set!(s, post_dot1q_vlan, (s.num(v) & 0xfff) as u16),
+        Slot::SrcAs => rec.src_as = s.fit::<u32>(v),
+        Slot::DstAs => rec.dst_as = s.fit::<u32>(v),
+        Slot::Vlan => rec.vlan = (s.num(v) & 0xfff) as u16,
+        Slot::PostVlan => rec.post_vlan = (s.num(v) & 0xfff) as u16,
+        Slot::Dot1qVlan => set!(s, dot1q_vlan, (s.num(v) & 0xfff) as u16),
+        Slot::Direction => rec.direction = s.fit::<u8>(v),
+        Slot::BiflowDirection => rec.biflow_direction = s.fit::<u8>(v),
+        Slot::EndReason => rec.flow_end_reason = s.fit::<u8>(v),
+        Slot::IcmpTypeCode => set!(s, icmp_type_code, s.fit::<u16>(v)),
+        Slot::StartUptime => set!(s, start_uptime, s.fit::<u32>(v)),
+        Slot::EndUptime => set!(s, end_uptime, s.fit::<u32>(v)),
+        Slot::StartSec => {
+            let t = s.time_ms(v, 1000);
+            set!(s, start_ms, t)
+        }
+        Slot::EndSec => {
+            let t = s.time_ms(v, 1000);
+            set!(s, end_ms, t)
+        }
+        Slot::StartMs => {
+            let t = s.time_ms(v, 1);
+            set!(s, start_ms, t)
+        }
+        Slot::EndMs => {
+            let t = s.time_ms(v, 1);
+            set!(s, end_ms, t)
+        }
+        Slot::StartNtpUs | Slot::StartNtpNs => set!(s, start_ms, ntp_to_unix_ms(s.num(v))),
+        Slot::EndNtpUs | Slot::EndNtpNs => set!(s, end_ms, ntp_to_unix_ms(s.num(v))),
+        Slot::StartDeltaUs => set!(s, start_delta_us, s.fit::<u32>(v)),
+        Slot::EndDeltaUs => set!(s, end_delta_us, s.fit::<u32>(v)),
+        Slot::SysInitMs => {
+            let t = s.time_ms(v, 1);
+            set!(s, sys_init_ms, t)
+        }
+        Slot::SamplingInterval => set!(s, sampling_interval, s.fit::<u32>(v)),
+        Slot::SamplerId => set!(s, sampler_id, s.fit::<u32>(v)),
+        Slot::SamplingPktInterval => set!(s, pkt_interval, s.fit::<u32>(v)),
+        Slot::SamplingPktSpace => set!(s, pkt_space, s.fit::<u32>(v)),
+        Slot::L2SegmentId => rec.layer2_segment_id = s.num(v),
+        _ => apply_vmware(rec, s, slot, v),
     }
 }
 
 #[cold]
-fn apply_vmware(rec: &mut FlowRecord, slot: Slot, v: Val<'_>) {
+fn apply_vmware(rec: &mut FlowRecord, s: &mut Scratch, slot: Slot, v: Val<'_>) {
     let vm = &mut rec.vmware;
     vm.present = true;
     match slot {
-        Slot::VmTenantProto => vm.tenant_protocol = v.as_u64() as u8,
+        Slot::VmTenantProto => vm.tenant_protocol = s.fit::<u8>(v),
         Slot::VmTenantSrc => vm.tenant_src = v.as_addr().filter(|a| !a.is_unspecified()),
         Slot::VmTenantDst => vm.tenant_dst = v.as_addr().filter(|a| !a.is_unspecified()),
-        Slot::VmTenantSrcPort => vm.tenant_src_port = v.as_u64() as u16,
-        Slot::VmTenantDstPort => vm.tenant_dst_port = v.as_u64() as u16,
-        Slot::VmEgressAttr => vm.egress_attr = v.as_u64() as u16,
-        Slot::VmVxlanRole => vm.vxlan_export_role = v.as_u64() as u8,
-        Slot::VmIngressAttr => vm.ingress_attr = v.as_u64() as u16,
+        Slot::VmTenantSrcPort => vm.tenant_src_port = s.fit::<u16>(v),
+        Slot::VmTenantDstPort => vm.tenant_dst_port = s.fit::<u16>(v),
+        Slot::VmEgressAttr => vm.egress_attr = s.fit::<u16>(v),
+        Slot::VmVxlanRole => vm.vxlan_export_role = s.fit::<u8>(v),
+        Slot::VmIngressAttr => vm.ingress_attr = s.fit::<u16>(v),
         Slot::VmVirtualObsId => {
             if let Val::B(b) = v {
                 vm.virtual_obs_id = InlineStr::from_bytes(b);
             }
         }
-        Slot::VmRuleId => vm.rule_id = v.as_u64() as u32,
+        Slot::VmRuleId => vm.rule_id = s.fit::<u32>(v),
         Slot::VmUuid => {
             if let Val::B(b) = v {
                 copy16(&mut vm.vm_uuid, b);
             }
         }
-        Slot::VmVnicIndex => vm.vnic_index = v.as_u64() as u32,
-        Slot::VmSessionFlags => vm.session_flags = v.as_u64() as u8,
-        Slot::VmFlowDirection => vm.flow_direction = v.as_u64() as u8,
-        Slot::VmAlgControlFlowId => vm.alg_control_flow_id = v.as_u64(),
-        Slot::VmAlgType => vm.alg_type = v.as_u64() as u8,
-        Slot::VmAlgFlowType => vm.alg_flow_type = v.as_u64() as u8,
-        Slot::VmLatency => vm.average_latency_us = v.as_u64() as u32,
-        Slot::VmRetrans => vm.retransmissions = v.as_u64() as u32,
+        Slot::VmVnicIndex => vm.vnic_index = s.fit::<u32>(v),
+        Slot::VmSessionFlags => vm.session_flags = s.fit::<u8>(v),
+        Slot::VmFlowDirection => vm.flow_direction = s.fit::<u8>(v),
+        Slot::VmAlgControlFlowId => vm.alg_control_flow_id = s.num(v),
+        Slot::VmAlgType => vm.alg_type = s.fit::<u8>(v),
+        Slot::VmAlgFlowType => vm.alg_flow_type = s.fit::<u8>(v),
+        Slot::VmLatency => vm.average_latency_us = s.fit::<u32>(v),
+        Slot::VmRetrans => vm.retransmissions = s.fit::<u32>(v),
         Slot::VmVifUuid => {
             if let Val::B(b) = v {
                 copy16(&mut vm.vif_uuid, b);
@@ -486,6 +562,17 @@ pub struct RecordEnv<'a> {
     pub version: u8,
     pub ctx: &'a RecordCtx,
     pub sampler_rate: &'a dyn Fn(u32) -> Option<u32>,
+    /// Records dropped because a value did not fit (see [`finish`]), added up by the
+    /// paths that decode with this environment.
+    pub out_of_range: std::cell::Cell<usize>,
+}
+
+impl RecordEnv<'_> {
+    /// Counts one record dropped for a value that did not fit.
+    #[inline]
+    pub fn reject(&self) {
+        self.out_of_range.set(self.out_of_range.get() + 1);
+    }
 }
 
 /// Signed difference `a - b` of two 32-bit uptime counters that may have wrapped.
@@ -495,14 +582,21 @@ fn uptime_diff(a: u32, b: u32) -> i64 {
 }
 
 /// Resolves timestamps, counters and sampling once all fields of a record are applied.
-/// `sampler_rate` maps a sampler id to its announced rate.
+/// `sampler_rate` maps a sampler id to its announced rate. Returns false when the
+/// record carries a value that does not fit (a time beyond [`MAX_UNIX_MS`], a number
+/// wider than its field, counters that overflow 64 bits once scaled by the sampling
+/// rate): the caller drops it and counts it as `value_out_of_range`.
 #[inline(always)]
+#[must_use]
 pub fn finish(
     rec: &mut FlowRecord,
     s: &Scratch,
     ctx: &RecordCtx,
     sampler_rate: impl Fn(u32) -> Option<u32>,
-) {
+) -> bool {
+    if s.is_out_of_range() {
+        return false;
+    }
     // Counters: delta counts first, then totals, then the initiator/responder pair.
     let mut bytes = s
         .bytes()
@@ -608,16 +702,24 @@ pub fn finish(
     .max(1);
     if rate > 1 {
         let r = u64::from(rate);
-        bytes = bytes.saturating_mul(r);
-        packets = packets.saturating_mul(r);
-        rbytes = rbytes.saturating_mul(r);
-        rpackets = rpackets.saturating_mul(r);
+        match (
+            bytes.checked_mul(r),
+            packets.checked_mul(r),
+            rbytes.checked_mul(r),
+            rpackets.checked_mul(r),
+        ) {
+            (Some(b), Some(p), Some(rb), Some(rp)) => {
+                (bytes, packets, rbytes, rpackets) = (b, p, rb, rp);
+            }
+            _ => return false,
+        }
     }
     rec.sampling_rate = rate;
     rec.bytes = bytes;
     rec.packets = packets;
     rec.reverse_bytes = rbytes;
     rec.reverse_packets = rpackets;
+    true
 }
 
 #[cfg(test)]
@@ -644,7 +746,7 @@ mod tests {
             sys_init_ms: None,
             default_sampling: 1,
         };
-        finish(&mut r, &s, &ctx, |_| None);
+        assert!(finish(&mut r, &s, &ctx, |_| None));
         assert_eq!(r.end_ms, 1_000_000 - 1000);
         assert_eq!(r.start_ms, 1_000_000 - 2500);
     }
@@ -664,20 +766,20 @@ mod tests {
         set!(s, packets, 2);
         set!(s, sampling_interval, 5);
         set!(s, sampler_id, 1);
-        finish(&mut r, &s, &ctx, |_| Some(7));
+        assert!(finish(&mut r, &s, &ctx, |_| Some(7)));
         assert_eq!((r.bytes, r.packets, r.sampling_rate), (50, 10, 5));
         // sampler map next
         let mut r = rec();
         let mut s = Scratch::default();
         set!(s, bytes, 10);
         set!(s, sampler_id, 1);
-        finish(&mut r, &s, &ctx, |id| (id == 1).then_some(7));
+        assert!(finish(&mut r, &s, &ctx, |id| (id == 1).then_some(7)));
         assert_eq!((r.bytes, r.sampling_rate), (70, 7));
         // exporter default last
         let mut r = rec();
         let mut s = Scratch::default();
         set!(s, bytes, 10);
-        finish(&mut r, &s, &ctx, |_| None);
+        assert!(finish(&mut r, &s, &ctx, |_| None));
         assert_eq!((r.bytes, r.sampling_rate), (1000, 100));
         // packet interval/space: 1 in (1+9)
         let mut r = rec();
@@ -685,7 +787,7 @@ mod tests {
         set!(s, bytes, 3);
         set!(s, pkt_interval, 1);
         set!(s, pkt_space, 9);
-        finish(&mut r, &s, &ctx, |_| None);
+        assert!(finish(&mut r, &s, &ctx, |_| None));
         assert_eq!((r.bytes, r.sampling_rate), (30, 10));
     }
 
@@ -702,7 +804,7 @@ mod tests {
         set!(s, bytes_total, 9);
         set!(s, init_bytes, 7);
         set!(s, resp_bytes, 3);
-        finish(&mut r, &s, &ctx, |_| None);
+        assert!(finish(&mut r, &s, &ctx, |_| None));
         assert_eq!((r.bytes, r.reverse_bytes), (9, 3));
         assert_eq!((r.start_ms, r.end_ms), (5000, 5000));
     }

@@ -58,10 +58,14 @@ pub enum DecodeError {
     Reference,
     #[error("malformed NetFlow v5 datagram")]
     V5Malformed,
+    #[error(
+        "a field value does not fit (time beyond year 9999, number wider than its field, counter overflow once sampled): record dropped"
+    )]
+    ValueOutOfRange,
 }
 
 impl DecodeError {
-    pub const ALL: [DecodeError; 9] = [
+    pub const ALL: [DecodeError; 10] = [
         DecodeError::Truncated,
         DecodeError::UnsupportedVersion,
         DecodeError::BadLength,
@@ -71,6 +75,7 @@ impl DecodeError {
         DecodeError::RecordTruncated,
         DecodeError::Reference,
         DecodeError::V5Malformed,
+        DecodeError::ValueOutOfRange,
     ];
     pub fn kind(&self) -> &'static str {
         match self {
@@ -83,11 +88,20 @@ impl DecodeError {
             DecodeError::RecordTruncated => "record_truncated",
             DecodeError::Reference => "reference",
             DecodeError::V5Malformed => "v5_malformed",
+            DecodeError::ValueOutOfRange => "value_out_of_range",
         }
     }
     fn index(&self) -> usize {
         Self::ALL.iter().position(|e| e == self).unwrap_or(0)
     }
+}
+
+/// What one data set gave: the records appended, and those dropped for a value out
+/// of range (already counted).
+#[derive(Debug, Clone, Copy)]
+struct SetOut {
+    records: usize,
+    dropped: usize,
 }
 
 /// Which decoder handles data records.
@@ -230,7 +244,7 @@ pub struct DecodeMetrics {
     pub records_fast: Counter,
     pub records_reference: Counter,
     pub records_walker: Counter,
-    pub errors: [Counter; 9],
+    pub errors: [Counter; DecodeError::ALL.len()],
     pub template_misses: Counter,
     pub held_sets: Counter,
     pub held_decoded_records: Counter,
@@ -390,9 +404,13 @@ impl Decoder {
     }
 
     fn count_error(&self, e: DecodeError, c: Option<&ExporterCounters>) {
-        self.metrics.errors[e.index()].inc();
+        self.count_errors(e, 1, c);
+    }
+
+    fn count_errors(&self, e: DecodeError, n: u64, c: Option<&ExporterCounters>) {
+        self.metrics.errors[e.index()].add(n);
         if let Some(c) = c {
-            c.errors.inc();
+            c.errors.add(n);
         }
     }
 
@@ -623,14 +641,19 @@ impl Decoder {
             };
             match self.templates.get(&key) {
                 Some(t) => match self.decode_set(&t, &st, hdr, body, out) {
-                    Ok(n) => {
-                        status.records += n;
+                    Ok(set) => {
+                        status.records += set.records;
                         if t.kind == TemplateKind::Data {
+                            // the exporter counted the dropped records too
+                            let n = set.records + set.dropped;
                             data_records = data_records.wrapping_add(n as u32);
                         }
+                        if set.dropped > 0 {
+                            status.error.get_or_insert(DecodeError::ValueOutOfRange);
+                        }
                     }
-                    Err((n, e)) => {
-                        status.records += n;
+                    Err((set, e)) => {
+                        status.records += set.records;
                         all_known = false;
                         self.count_error(e, Some(&counters));
                         status.error.get_or_insert(e);
@@ -666,7 +689,7 @@ impl Decoder {
     }
 
     /// Decodes one data set whose template is known. Err carries the records produced
-    /// before the fault.
+    /// before the fault. Records dropped for a value out of range are counted here.
     fn decode_set(
         &self,
         t: &Template,
@@ -674,9 +697,16 @@ impl Decoder {
         hdr: Hdr,
         body: &[u8],
         out: &mut Vec<FlowRecord>,
-    ) -> Result<usize, (usize, DecodeError)> {
+    ) -> Result<SetOut, (SetOut, DecodeError)> {
         if let TemplateKind::Options { .. } = t.kind {
-            return self.decode_options(t, st, body);
+            let set = |records| SetOut {
+                records,
+                dropped: 0,
+            };
+            return self
+                .decode_options(t, st, body)
+                .map(set)
+                .map_err(|(n, e)| (set(n), e));
         }
         let opts = match st.options.read() {
             Ok(g) => g,
@@ -695,6 +725,7 @@ impl Decoder {
             version: hdr.version,
             ctx: &ctx,
             sampler_rate: &sampler_rate,
+            out_of_range: Default::default(),
         };
         let res = match (&t.layout, self.cfg.mode) {
             (Some(layout), DecodeMode::Auto) => {
@@ -711,15 +742,24 @@ impl Decoder {
             }
             (_, DecodeMode::Reference) => self.decode_reference(t, body, &env, out),
         };
+        let dropped = env.out_of_range.get();
+        if dropped > 0 {
+            self.count_errors(
+                DecodeError::ValueOutOfRange,
+                dropped as u64,
+                Some(&st.counters),
+            );
+        }
         if t.unknown_enterprise > 0 {
             let n = match res {
                 Ok(n) | Err((n, _)) => n,
             };
             self.metrics
                 .unknown_enterprise_values
-                .add(n as u64 * u64::from(t.unknown_enterprise));
+                .add((n as u64).saturating_mul(u64::from(t.unknown_enterprise)));
         }
-        res
+        let set = |records| SetOut { records, dropped };
+        res.map(set).map_err(|(n, e)| (set(n), e))
     }
 
     /// netflow_parser first; whatever it leaves (or cannot parse) goes to the walker.
@@ -753,14 +793,22 @@ impl Decoder {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let mut changed = false;
+        let (mut changed, mut out_of_range) = (false, 0u64);
         let res = fast::walk_records(&t.fields, body, t.min_record_len, &mut slices, |vals| {
-            let before = opts.clone();
-            options::apply_options_record(&mut opts, t, vals);
-            changed |= *opts != before;
+            let effect = options::apply_options_record(&mut opts, t, vals);
+            changed |= effect.changed;
+            out_of_range += u64::from(effect.out_of_range);
         });
+        drop(opts);
         if changed {
             self.options_dirty.store(true, Ordering::Relaxed);
+        }
+        if out_of_range > 0 {
+            self.count_errors(
+                DecodeError::ValueOutOfRange,
+                out_of_range,
+                Some(&st.counters),
+            );
         }
         match res {
             Ok(n) => {
@@ -801,7 +849,7 @@ impl Decoder {
     }
 
     fn expire_held_locked(&self, p: &mut Pending, now_ms: i64) {
-        let ttl_ms = self.cfg.hold_ttl_secs * 1000;
+        let ttl_ms = self.cfg.hold_ttl_secs.saturating_mul(1000);
         while let Some(front) = p.sets.front() {
             if now_ms - front.at_ms <= ttl_ms {
                 break;
@@ -849,9 +897,9 @@ impl Decoder {
                 sys_uptime_ms: h.sys_uptime_ms,
             };
             match self.decode_set(&t, st, hdr, &h.body, out) {
-                Ok(n) => total += n,
-                Err((n, e)) => {
-                    total += n;
+                Ok(set) => total += set.records,
+                Err((set, e)) => {
+                    total += set.records;
                     self.count_error(e, Some(&st.counters));
                 }
             }

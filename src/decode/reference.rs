@@ -36,7 +36,7 @@ fn to_val<'a>(slot: Slot, fv: &'a FieldValue, buf: &'a mut Vec<u8>) -> Val<'a> {
             if other.write_be_bytes(buf).is_err() {
                 buf.clear();
             }
-            if slot.is_addr() || slot.is_bytes() {
+            if slot.is_addr() || slot.is_bytes() || buf.len() > 8 {
                 Val::B(buf)
             } else {
                 Val::U(super::fields::be_uint(buf))
@@ -74,8 +74,11 @@ pub fn decode_data_set(
             let v = to_val(*slot, fv, &mut buf);
             apply(&mut r, &mut s, *slot, v);
         }
-        finish(&mut r, &s, ctx, sampler_rate);
-        out.push(r);
+        if finish(&mut r, &s, ctx, sampler_rate) {
+            out.push(r);
+        } else {
+            env.reject();
+        }
     };
     if t.key.version == 9 {
         let fields: Vec<v9::TemplateField> = specs
@@ -93,10 +96,11 @@ pub fn decode_data_set(
         };
         let (rest, data) = v9::Data::parse_with_limits(body, &tpl, limits())
             .map_err(|_| DecodeError::Reference)?;
-        let n = data.fields.len();
+        let before = env.out_of_range.get();
         for rec in &data.fields {
             emit(&mut rec.iter().map(|(_, v)| v));
         }
+        let n = data.fields.len() - (env.out_of_range.get() - before);
         Ok((n, body.len() - rest.len()))
     } else {
         let fields: Vec<ipfix::TemplateField> = specs
@@ -118,10 +122,11 @@ pub fn decode_data_set(
         };
         let (rest, data) = ipfix::Data::parse_with_limits(body, &tpl, limits())
             .map_err(|_| DecodeError::Reference)?;
-        let n = data.fields.len();
+        let before = env.out_of_range.get();
         for rec in &data.fields {
             emit(&mut rec.iter().map(|(_, v)| v));
         }
+        let n = data.fields.len() - (env.out_of_range.get() - before);
         Ok((n, body.len() - rest.len()))
     }
 }
@@ -180,8 +185,11 @@ pub fn decode_v5(
         set!(s, packets, u64::from(f.d_pkts));
         set!(s, start_uptime, f.first);
         set!(s, end_uptime, f.last);
-        finish(&mut r, &s, &ctx, |_| None);
-        out.push(r);
+        // v5's counters are 32 bits and its sampling interval 14: their product and
+        // every time fit, so finish never refuses a v5 record.
+        if finish(&mut r, &s, &ctx, |_| None) {
+            out.push(r);
+        }
     }
     Ok(V5Info {
         exporter,

@@ -383,13 +383,13 @@ trait Combine: Default {
 impl Combine for [u64; 4] {
     fn combine(&mut self, o: Self) {
         for i in 0..4 {
-            self[i] += o[i];
+            self[i] = self[i].saturating_add(o[i]);
         }
     }
 }
 impl Combine for u64 {
     fn combine(&mut self, o: Self) {
-        *self += o;
+        *self = self.saturating_add(o);
     }
 }
 impl Combine for FxHashSet<u64> {
@@ -519,12 +519,12 @@ impl Acc {
     }
     fn merge(&mut self, o: Acc) {
         self.flows.combine(o.flows);
-        self.src_bytes += o.src_bytes;
-        self.dst_bytes += o.dst_bytes;
-        self.packets += o.packets;
-        self.sessions += o.sessions;
-        self.in_bytes += o.in_bytes;
-        self.out_bytes += o.out_bytes;
+        self.src_bytes = self.src_bytes.saturating_add(o.src_bytes);
+        self.dst_bytes = self.dst_bytes.saturating_add(o.dst_bytes);
+        self.packets = self.packets.saturating_add(o.packets);
+        self.sessions = self.sessions.saturating_add(o.sessions);
+        self.in_bytes = self.in_bytes.saturating_add(o.in_bytes);
+        self.out_bytes = self.out_bytes.saturating_add(o.out_bytes);
         self.first = if self.first == 0 {
             o.first
         } else if o.first == 0 {
@@ -701,10 +701,10 @@ impl Scan<'_> {
         if !listing {
             a.flows.insert(fh);
         }
-        a.src_bytes += r.src_bytes;
-        a.dst_bytes += r.dst_bytes;
-        a.packets += r.packets;
-        a.sessions += u64::from(r.sessions);
+        a.src_bytes = a.src_bytes.saturating_add(r.src_bytes);
+        a.dst_bytes = a.dst_bytes.saturating_add(r.dst_bytes);
+        a.packets = a.packets.saturating_add(r.packets);
+        a.sessions = a.sessions.saturating_add(u64::from(r.sessions));
         let f = c.start + i64::from(r.first);
         let l = c.start + i64::from(r.last);
         a.first = if a.first == 0 { f } else { a.first.min(f) };
@@ -728,7 +728,8 @@ impl Scan<'_> {
             }
         }
         if plan.wants_peak {
-            *a.peak.at(peak_idx) += r.bytes();
+            let peak = a.peak.at(peak_idx);
+            *peak = peak.saturating_add(r.bytes());
         }
         if plan.wants_per_flow {
             a.per_flow.entry(fh).or_default().combine([
@@ -1866,21 +1867,29 @@ fn switch_ports(
                 series: plan.series.iter().map(|_| Sparse::default()).collect(),
                 ..Default::default()
             });
-            a.in_bytes += f.in_bytes;
-            a.out_bytes += f.out_bytes;
-            a.packets += f.in_packets + f.out_packets;
+            a.in_bytes = a.in_bytes.saturating_add(f.in_bytes);
+            a.out_bytes = a.out_bytes.saturating_add(f.out_bytes);
+            a.packets = a
+                .packets
+                .saturating_add(f.in_packets)
+                .saturating_add(f.out_packets);
             for (si, s) in plan.series.iter().enumerate() {
                 if series_slot(plan, si) != si {
                     continue;
                 }
                 if let Some(sp) = a.series.get_mut(si) {
                     sp.at((offset / i64::from(s.bucket_s)).max(0) as u32)
-                        .combine([f.in_bytes, f.out_bytes, f.in_packets + f.out_packets, 0]);
+                        .combine([
+                            f.in_bytes,
+                            f.out_bytes,
+                            f.in_packets.saturating_add(f.out_packets),
+                            0,
+                        ]);
                 }
             }
             if plan.wants_peak {
-                *a.peak.at((offset / i64::from(plan.res)).max(0) as u32) +=
-                    f.in_bytes + f.out_bytes;
+                let peak = a.peak.at((offset / i64::from(plan.res)).max(0) as u32);
+                *peak = peak.saturating_add(f.in_bytes).saturating_add(f.out_bytes);
             }
         }
     }

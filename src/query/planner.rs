@@ -525,19 +525,36 @@ pub fn parse_datetime(s: &Sp<String>, tz: &jiff::tz::TimeZone) -> Result<i64, Qu
     ))
 }
 
+/// The latest `now` a query may be evaluated at (9999-12-31T23:59:59Z).
+const MAX_NOW_S: i64 = 253_402_300_799;
+
 const SERIES_BUCKETS: [u32; 5] = [60, 300, 1800, 3600, 86_400];
 
 /// Plans a query.
 pub fn plan(q: &Query, ctx: &Context, now_s: i64) -> Result<Plan, QueryError> {
     let tz = ctx.timezone();
     let entity = q.entity.v;
+    // `now` may come from a request: years 0 to 9999 only, so that no range overflows
+    if !(0..=MAX_NOW_S).contains(&now_s) {
+        return Err(QueryError::at(
+            q.entity.span,
+            &format!("\"now\" ({now_s}) is not a Unix time between 1970 and 9999"),
+            None,
+        ));
+    }
     // time range
     let (from, to, at_bucket) = match &q.range {
         None => (now_s - 86_400, now_s, None),
         Some(Sp {
             v: TimeRange::Last(n, u),
             ..
-        }) => (now_s - (*n as i64) * u.seconds(), now_s, None),
+        }) => {
+            // the parser caps a range at 400 days; saturate all the same
+            let secs = i64::try_from(*n)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(u.seconds());
+            (now_s.saturating_sub(secs), now_s, None)
+        }
         Some(Sp {
             v: TimeRange::Between(a, b),
             span,

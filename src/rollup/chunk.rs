@@ -144,13 +144,16 @@ impl Chunk {
 
     /// Totals of the chunk (rows and overflow).
     pub fn totals(&self) -> (u64, u64, u64, u64) {
-        let mut b = self.overflow.src_bytes + self.overflow.dst_bytes;
+        let mut b = self
+            .overflow
+            .src_bytes
+            .saturating_add(self.overflow.dst_bytes);
         let mut p = self.overflow.packets;
         let mut s = self.overflow.sessions;
         for r in &self.rows {
-            b += r.bytes();
-            p += r.packets;
-            s += u64::from(r.sessions);
+            b = b.saturating_add(r.bytes());
+            p = p.saturating_add(r.packets);
+            s = s.saturating_add(u64::from(r.sessions));
         }
         (self.rows.len() as u64 + self.overflow.flows, b, p, s)
     }

@@ -55,10 +55,10 @@ pub fn merge_chunks(res: u32, start: i64, chunks: &[&Chunk], cap: usize) -> Chun
             match at.get(&key) {
                 Some(&i) => {
                     let m = &mut rows[i];
-                    m.src_bytes += r.src_bytes;
-                    m.dst_bytes += r.dst_bytes;
-                    m.packets += r.packets;
-                    m.sessions += r.sessions;
+                    m.src_bytes = m.src_bytes.saturating_add(r.src_bytes);
+                    m.dst_bytes = m.dst_bytes.saturating_add(r.dst_bytes);
+                    m.packets = m.packets.saturating_add(r.packets);
+                    m.sessions = m.sessions.saturating_add(r.sessions);
                     m.first = m.first.min(first);
                     m.last = m.last.max(last);
                     m.tags |= r.tags;
@@ -85,22 +85,22 @@ pub fn merge_chunks(res: u32, start: i64, chunks: &[&Chunk], cap: usize) -> Chun
                     });
                 }
                 None => {
-                    overflow.src_bytes += r.src_bytes;
-                    overflow.dst_bytes += r.dst_bytes;
-                    overflow.packets += r.packets;
-                    overflow.sessions += u64::from(r.sessions);
+                    overflow.src_bytes = overflow.src_bytes.saturating_add(r.src_bytes);
+                    overflow.dst_bytes = overflow.dst_bytes.saturating_add(r.dst_bytes);
+                    overflow.packets = overflow.packets.saturating_add(r.packets);
+                    overflow.sessions = overflow.sessions.saturating_add(u64::from(r.sessions));
                     if overflow_keys.insert(key) {
-                        overflow.flows += 1;
+                        overflow.flows = overflow.flows.saturating_add(1);
                     }
                 }
             }
         }
         let o = &c.overflow;
-        overflow.src_bytes += o.src_bytes;
-        overflow.dst_bytes += o.dst_bytes;
-        overflow.packets += o.packets;
-        overflow.sessions += o.sessions;
-        overflow.flows += o.flows;
+        overflow.src_bytes = overflow.src_bytes.saturating_add(o.src_bytes);
+        overflow.dst_bytes = overflow.dst_bytes.saturating_add(o.dst_bytes);
+        overflow.packets = overflow.packets.saturating_add(o.packets);
+        overflow.sessions = overflow.sessions.saturating_add(o.sessions);
+        overflow.flows = overflow.flows.saturating_add(o.flows);
         if o.flows > 0 {
             // flows overflowed in several source chunks may be the same flow
             overflow.flows_exact = false;
@@ -113,10 +113,10 @@ pub fn merge_chunks(res: u32, start: i64, chunks: &[&Chunk], cap: usize) -> Chun
                     ifindex: f.ifindex,
                     ..Default::default()
                 });
-            e.in_bytes += f.in_bytes;
-            e.out_bytes += f.out_bytes;
-            e.in_packets += f.in_packets;
-            e.out_packets += f.out_packets;
+            e.in_bytes = e.in_bytes.saturating_add(f.in_bytes);
+            e.out_bytes = e.out_bytes.saturating_add(f.out_bytes);
+            e.in_packets = e.in_packets.saturating_add(f.in_packets);
+            e.out_packets = e.out_packets.saturating_add(f.out_packets);
         }
     }
     let mut ifaces: Vec<_> = ifaces.into_values().collect();

@@ -62,8 +62,14 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         "w" => 604_800,
         _ => return Err(format!("'{s}': unknown unit (use s, m, h, d or w)")),
     };
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .filter(|&secs| secs <= MAX_DURATION_S)
+        .ok_or_else(|| format!("'{s}' is longer than 100 years"))
 }
+
+/// The longest duration the configuration accepts (100 years, in seconds): every time
+/// computed from one stays far from overflow.
+pub const MAX_DURATION_S: i64 = 100 * 366 * 86_400;
 
 /// A duration in the config: "2d" or a number of seconds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -76,7 +82,10 @@ pub enum DurationSpec {
 impl DurationSpec {
     pub fn secs(&self) -> Result<i64, String> {
         match self {
-            DurationSpec::Secs(s) => Ok(*s),
+            DurationSpec::Secs(s) if (0..=MAX_DURATION_S).contains(s) => Ok(*s),
+            DurationSpec::Secs(s) => Err(format!(
+                "{s} seconds is not a duration between 0 and 100 years"
+            )),
             DurationSpec::Text(t) => parse_duration(t),
         }
     }
@@ -864,7 +873,10 @@ impl Rollup {
             for r in &c.rows {
                 let b = r.bytes();
                 for name in crate::enrich::classify::tag_names(r.tags) {
-                    *by_tag.entry(name).or_default() += b;
+                    {
+                        let v = by_tag.entry(name).or_default();
+                        *v = v.saturating_add(b);
+                    }
                 }
                 for (ep, end) in [(r.src, "source"), (r.dst, "destination")] {
                     if let Some(e) = c.endpoints.get(ep as usize) {
@@ -873,9 +885,15 @@ impl Rollup {
                         } else {
                             "unknown".into()
                         };
-                        *by_l2.entry((l2, end)).or_default() += b;
+                        {
+                            let v = by_l2.entry((l2, end)).or_default();
+                            *v = v.saturating_add(b);
+                        }
                         let country = countries::name(e.country).unwrap_or("Unknown").to_string();
-                        *by_country.entry((country, end)).or_default() += b;
+                        {
+                            let v = by_country.entry((country, end)).or_default();
+                            *v = v.saturating_add(b);
+                        }
                     }
                 }
             }
@@ -889,8 +907,14 @@ impl Rollup {
                     || format!("ifIndex {}", f.ifindex),
                     |s| sym::resolve(s).to_string(),
                 );
-                *by_if.entry((sw.clone(), ifn.clone(), "in")).or_default() += f.in_bytes;
-                *by_if.entry((sw, ifn, "out")).or_default() += f.out_bytes;
+                {
+                    let v = by_if.entry((sw.clone(), ifn.clone(), "in")).or_default();
+                    *v = v.saturating_add(f.in_bytes);
+                }
+                {
+                    let v = by_if.entry((sw, ifn, "out")).or_default();
+                    *v = v.saturating_add(f.out_bytes);
+                }
             }
         }
         out.gauge(
@@ -920,7 +944,7 @@ impl Rollup {
                         .map(|((k, _), b)| (k, *b))
                         .collect();
                     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-                    let other: u64 = v.iter().skip(top).map(|x| x.1).sum();
+                    let other = v.iter().skip(top).fold(0u64, |a, x| a.saturating_add(x.1));
                     for (k, b) in v.iter().take(top) {
                         out.sample(name, &[(label, k), ("end", end)], *b as f64);
                     }
@@ -951,7 +975,7 @@ impl Rollup {
             let mut v: Vec<(&(String, String, &str), &u64)> =
                 by_if.iter().filter(|(k, _)| k.2 == dir).collect();
             v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-            let other: u64 = v.iter().skip(top).map(|x| *x.1).sum();
+            let other = v.iter().skip(top).fold(0u64, |a, x| a.saturating_add(*x.1));
             for (k, b) in v.iter().take(top) {
                 out.sample(
                     name,
@@ -999,6 +1023,24 @@ mod tests {
         };
         let e = big.fold_limits(1).unwrap_err().to_string();
         assert!(e.contains("max_sessions") && e.contains("4096 MiB"), "{e}");
+    }
+
+    #[test]
+    fn durations_past_100_years_are_errors_not_overflows() {
+        assert_eq!(parse_duration("14d"), Ok(14 * 86_400));
+        // 36 600 days is 100 years of 366 days: the longest accepted
+        assert_eq!(parse_duration("36600d"), Ok(3_162_240_000));
+        assert!(parse_duration("36601d").is_err());
+        // 2^63 / 604 800 + 1 weeks overflows i64 seconds
+        let e = parse_duration("15250284452472w").unwrap_err();
+        assert!(e.contains("100 years"), "{e}");
+        assert!(DurationSpec::Secs(-1).secs().is_err());
+        assert!(DurationSpec::Secs(i64::MAX).secs().is_err());
+        let cfg = RollupConfig {
+            session_idle: DurationSpec::Text("9999999999999999d".into()),
+            ..RollupConfig::default()
+        };
+        assert!(cfg.fold_limits(1).is_err());
     }
 
     /// Flow `i` of a test stream: 10.0.0.0 + i -> 198.18.0.1:443 (TCP SYN), one packet

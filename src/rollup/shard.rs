@@ -215,7 +215,7 @@ impl OpenBucket {
         o.src_bytes = o.src_bytes.saturating_add(a.src_bytes);
         o.dst_bytes = o.dst_bytes.saturating_add(a.dst_bytes);
         o.packets = o.packets.saturating_add(a.packets);
-        o.sessions += u64::from(a.sessions);
+        o.sessions = o.sessions.saturating_add(u64::from(a.sessions));
         self.count_overflow_flow(id);
     }
 
@@ -228,7 +228,7 @@ impl OpenBucket {
         }
         if self.overflow_keys.len() < OVERFLOW_TRACK {
             if self.overflow_keys.insert(id) {
-                self.overflow.flows += 1;
+                self.overflow.flows = self.overflow.flows.saturating_add(1);
             }
         } else if !self.overflow_keys.contains(id) {
             self.overflow.flows_exact = false;
@@ -871,11 +871,11 @@ impl Shard {
                     ..Default::default()
                 });
                 if inbound {
-                    e.in_bytes += acc.bytes;
-                    e.in_packets += acc.packets;
+                    e.in_bytes = e.in_bytes.saturating_add(acc.bytes);
+                    e.in_packets = e.in_packets.saturating_add(acc.packets);
                 } else {
-                    e.out_bytes += acc.bytes;
-                    e.out_packets += acc.packets;
+                    e.out_bytes = e.out_bytes.saturating_add(acc.bytes);
+                    e.out_packets = e.out_packets.saturating_add(acc.packets);
                 }
             }
         }
