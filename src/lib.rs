@@ -22,3 +22,4 @@ pub mod query;
 pub mod rollup;
 pub mod sym;
 pub mod telemetry;
+pub mod util;

@@ -216,6 +216,14 @@ impl<K: Eq + Hash + Clone, V: Default> BoundedLabels<K, V> {
         g.0.insert(k.clone(), v.clone());
         v
     }
+    /// The slot of `k` if it has one, else the shared `other` slot (never claims one).
+    pub fn get_or_other(&self, k: &K) -> std::sync::Arc<V> {
+        let g = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.0.get(k).unwrap_or(&g.1).clone()
+    }
     /// Snapshot of (key, value) pairs plus the `other` slot.
     pub fn snapshot(&self) -> (Vec<(K, std::sync::Arc<V>)>, std::sync::Arc<V>) {
         let g = match self.inner.lock() {

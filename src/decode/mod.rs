@@ -14,27 +14,31 @@
 //! - options data: the walker, into per-exporter [`options::ExporterOptions`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod exporters;
 pub mod fast;
 pub mod fields;
 pub mod options;
 pub mod reference;
 pub mod template;
+pub mod template_store;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
-use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ExporterId, FlowRecord};
 use crate::telemetry::{BoundedLabels, Counter, Exposition, Gauge};
+pub use exporters::{ExporterCounters, ExporterEviction};
+use exporters::{ExporterLimits, ExporterState, ExporterTable};
 use fields::RecordCtx;
 use options::ExporterOptions;
 use template::{
     Learned, Template, TemplateKey, TemplateKind, TemplateLimits, TemplateRecord, TemplateStore,
 };
+use template_store::Eviction;
 
 /// Why (part of) a datagram could not be decoded. Cheap to create; `kind()` is the
 /// metric label.
@@ -50,8 +54,6 @@ pub enum DecodeError {
     BadSet,
     #[error("malformed template record")]
     BadTemplate,
-    #[error("template refused: template limit reached")]
-    TemplateRejected,
     #[error("data record cut short by the end of its set")]
     RecordTruncated,
     #[error("reference decoder could not parse the data set")]
@@ -65,13 +67,12 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    pub const ALL: [DecodeError; 10] = [
+    pub const ALL: [DecodeError; 9] = [
         DecodeError::Truncated,
         DecodeError::UnsupportedVersion,
         DecodeError::BadLength,
         DecodeError::BadSet,
         DecodeError::BadTemplate,
-        DecodeError::TemplateRejected,
         DecodeError::RecordTruncated,
         DecodeError::Reference,
         DecodeError::V5Malformed,
@@ -84,7 +85,6 @@ impl DecodeError {
             DecodeError::BadLength => "bad_length",
             DecodeError::BadSet => "bad_set",
             DecodeError::BadTemplate => "bad_template",
-            DecodeError::TemplateRejected => "template_rejected",
             DecodeError::RecordTruncated => "record_truncated",
             DecodeError::Reference => "reference",
             DecodeError::V5Malformed => "v5_malformed",
@@ -122,12 +122,20 @@ pub enum DecodeMode {
 pub struct DecodeConfig {
     /// Templates kept per exporter IP (all domains); the stalest is evicted past it.
     pub max_templates_per_exporter: usize,
-    /// Templates kept overall; new templates are refused (and counted) past it.
+    /// Templates kept overall; past it the least useful one is evicted (counted).
     pub max_templates: usize,
     /// A template not refreshed for this many seconds is forgotten.
     pub template_ttl_secs: i64,
-    /// Exporters whose options (sampling, interface names) are remembered.
+    /// Exporters (IP and observation domain) whose options (sampling, interface
+    /// names) are remembered. A source counts only once it sent something valid; past
+    /// the bound, exporters that sent no data go first, then the longest silent.
     pub max_exporters: usize,
+    /// Observation domains remembered per source IP: one source cannot take the
+    /// slots of the others; its longest-silent domain makes room.
+    pub max_exporters_per_source: usize,
+    /// An exporter silent for this many seconds is forgotten with its options
+    /// (exporters re-announce options every few minutes).
+    pub exporter_idle_secs: i64,
     /// Exporters that get their own label in per-exporter metrics; the rest are `other`.
     pub max_exporter_labels: usize,
     /// Data sets held while their template is unknown.
@@ -147,6 +155,8 @@ impl Default for DecodeConfig {
             max_templates: 65_536,
             template_ttl_secs: 7 * 86_400,
             max_exporters: 4096,
+            max_exporters_per_source: 64,
+            exporter_idle_secs: 86_400,
             max_exporter_labels: 256,
             hold_max_sets: 4096,
             hold_max_bytes: 16 << 20,
@@ -154,55 +164,6 @@ impl Default for DecodeConfig {
             mode: DecodeMode::Auto,
         }
     }
-}
-
-/// Counters of one exporter (bounded label set).
-#[derive(Default)]
-pub struct ExporterCounters {
-    pub datagrams: Counter,
-    pub records: Counter,
-    pub errors: Counter,
-    pub template_misses: Counter,
-    pub lost_records: Counter,
-    pub lost_datagrams: Counter,
-}
-
-#[derive(Default)]
-struct SeqState {
-    next: Option<u32>,
-}
-
-impl SeqState {
-    /// Feeds a sequence number; returns how many units were skipped since the last one.
-    fn observe(&mut self, seq: u32, advance: u32, valid_advance: bool) -> u64 {
-        let mut lost = 0;
-        match self.next {
-            Some(n) => {
-                let gap = seq.wrapping_sub(n);
-                if gap < (1 << 20) {
-                    lost = u64::from(gap);
-                    self.next = Some(seq.wrapping_add(advance));
-                } else if n.wrapping_sub(seq) < 1024 {
-                    // a reordered, older datagram: leave the expectation alone
-                } else {
-                    self.next = Some(seq.wrapping_add(advance)); // exporter restarted
-                }
-            }
-            None => self.next = Some(seq.wrapping_add(advance)),
-        }
-        if !valid_advance {
-            self.next = None;
-        }
-        lost
-    }
-}
-
-/// What nagare knows about one exporter (IP + observation domain).
-pub struct ExporterState {
-    pub id: ExporterId,
-    pub options: RwLock<ExporterOptions>,
-    seq: Mutex<SeqState>,
-    pub counters: Arc<ExporterCounters>,
 }
 
 /// Persisted per-exporter options.
@@ -310,11 +271,13 @@ pub struct DecodeStatus {
 pub struct Decoder {
     cfg: DecodeConfig,
     pub templates: TemplateStore,
-    exporters: DashMap<ExporterId, Arc<ExporterState>>,
+    exporters: ExporterTable,
     options_dirty: AtomicBool,
     pending: Mutex<Pending>,
     pending_len: AtomicUsize,
     pub metrics: DecodeMetrics,
+    /// Evictions of exporters and templates are logged at most once per 10 s.
+    evict_log: crate::util::EveryFew,
 }
 
 /// Facts of a v9/IPFIX message header that records need.
@@ -348,14 +311,20 @@ impl Decoder {
             ttl_secs: cfg.template_ttl_secs.max(1),
         };
         let metrics = DecodeMetrics::new(cfg.max_exporter_labels);
+        let exporters = ExporterTable::new(ExporterLimits {
+            max_exporters: cfg.max_exporters,
+            max_per_source: cfg.max_exporters_per_source,
+            idle_secs: cfg.exporter_idle_secs.max(1),
+        });
         Self {
             cfg,
             templates: TemplateStore::new(limits),
-            exporters: DashMap::new(),
+            exporters,
             options_dirty: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
             pending_len: AtomicUsize::new(0),
             metrics,
+            evict_log: crate::util::EveryFew::new(10_000),
         }
     }
 
@@ -363,22 +332,60 @@ impl Decoder {
         &self.cfg
     }
 
-    /// The state of `id`, created on first sight (up to `max_exporters`; past it a
-    /// detached state is used so that decoding still works, without being remembered).
-    pub fn exporter(&self, id: ExporterId) -> Arc<ExporterState> {
-        if let Some(s) = self.exporters.get(&id) {
-            return s.clone();
+    /// The state for a datagram from `id`: the remembered one, or one of its own
+    /// until the source sends something valid (see [`exporters`]).
+    fn exporter(&self, id: ExporterId, now_ms: i64) -> Arc<ExporterState> {
+        self.exporters
+            .for_datagram(id, now_ms.div_euclid(1000), || {
+                self.metrics.per_exporter.get_or_other(&id)
+            })
+    }
+
+    /// Remembers the source of `st`, which sent something valid; returns its state.
+    fn admit(&self, st: &Arc<ExporterState>, now_ms: i64) -> Arc<ExporterState> {
+        if st.admitted {
+            return st.clone();
         }
-        let state = Arc::new(ExporterState {
-            id,
-            options: RwLock::new(ExporterOptions::default()),
-            seq: Mutex::new(SeqState::default()),
-            counters: self.metrics.per_exporter.get(&id),
+        let (st, gone) = self.exporters.admit(st, now_ms.div_euclid(1000), || {
+            self.metrics.per_exporter.get(&st.id)
         });
-        if self.exporters.len() >= self.cfg.max_exporters {
-            return state;
+        for e in gone {
+            self.log_exporter_eviction(st.id, e, now_ms);
         }
-        self.exporters.entry(id).or_insert(state).clone()
+        st
+    }
+
+    fn log_exporter_eviction(&self, admitted: ExporterId, why: ExporterEviction, now_ms: i64) {
+        if let Some(held) = self.evict_log.check(now_ms) {
+            tracing::warn!(
+                exporter = %admitted.ip,
+                domain = admitted.domain,
+                reason = why.reason(),
+                similar_messages_suppressed = held,
+                "exporter table: an exporter was forgotten to make room for a new one (nagare_decode_exporter_evictions_total)"
+            );
+        }
+    }
+
+    fn log_template_eviction(&self, key: TemplateKey, why: Eviction, now_ms: i64) {
+        if let Some(held) = self.evict_log.check(now_ms) {
+            let reason = match why {
+                Eviction::PerExporter => "max_templates_per_exporter",
+                Eviction::Full => "max_templates",
+            };
+            tracing::warn!(
+                exporter = %key.exporter,
+                template = key.template_id,
+                limit = reason,
+                similar_messages_suppressed = held,
+                "template store: a template was evicted to make room (nagare_decode_template_evictions_total)"
+            );
+        }
+    }
+
+    /// Forgets exporters silent for longer than `exporter_idle_secs`.
+    pub fn expire_exporters(&self, now_ms: i64) -> usize {
+        self.exporters.expire(now_ms.div_euclid(1000))
     }
 
     /// Interface name an exporter announced in options data.
@@ -388,9 +395,10 @@ impl Decoder {
         o.if_names.get(&ifindex).cloned()
     }
 
-    /// All exporters seen, with their announced interface names.
+    /// All exporters remembered, with their announced interface names.
     pub fn exporter_interfaces(&self) -> Vec<(ExporterId, Vec<(u32, String)>)> {
         self.exporters
+            .states()
             .iter()
             .map(|e| {
                 let names = e
@@ -398,7 +406,7 @@ impl Decoder {
                     .read()
                     .map(|o| o.if_names.iter().map(|(k, v)| (*k, v.clone())).collect())
                     .unwrap_or_default();
-                (*e.key(), names)
+                (e.id, names)
             })
             .collect()
     }
@@ -437,7 +445,7 @@ impl Decoder {
         match version {
             5 => {
                 self.metrics.datagrams[0].inc();
-                self.decode_v5(src, payload, out)
+                self.decode_v5(src, now_ms, payload, out)
             }
             9 => {
                 self.metrics.datagrams[1].inc();
@@ -458,12 +466,20 @@ impl Decoder {
         }
     }
 
-    fn decode_v5(&self, src: IpAddr, payload: &[u8], out: &mut Vec<FlowRecord>) -> DecodeStatus {
+    fn decode_v5(
+        &self,
+        src: IpAddr,
+        now_ms: i64,
+        payload: &[u8],
+        out: &mut Vec<FlowRecord>,
+    ) -> DecodeStatus {
         let before = out.len();
         match reference::decode_v5(src, payload, out) {
             Ok(info) => {
                 let n = out.len() - before;
-                let st = self.exporter(info.exporter);
+                // a datagram netflow_parser reads is valid: its exporter is remembered
+                let st = self.admit(&self.exporter(info.exporter, now_ms), now_ms);
+                self.exporters.sent_data(&st);
                 st.counters.datagrams.inc();
                 st.counters.records.add(n as u64);
                 let lost = lock(&st.seq).observe(info.sequence, u32::from(info.count), true);
@@ -537,9 +553,8 @@ impl Decoder {
             return status;
         };
         let exporter = ExporterId::new(src, domain);
-        let st = self.exporter(exporter);
-        let counters = st.counters.clone();
-        counters.datagrams.inc();
+        let mut st = self.exporter(exporter, now_ms);
+        let mut counters = st.counters.clone();
         let mut end = payload.len();
         if version == 10 && msg_len != payload.len() {
             if msg_len < hlen || msg_len > payload.len() {
@@ -591,18 +606,19 @@ impl Decoder {
                                 );
                             }
                             let key = t.key;
-                            match self.templates.learn(t, now_ms / 1000) {
+                            let (learned, evicted) = self.templates.learn(t, now_ms / 1000);
+                            match learned {
                                 Learned::New => self.metrics.templates_new.inc(),
                                 Learned::Refreshed => self.metrics.templates_refreshed.inc(),
                                 Learned::Replaced => self.metrics.templates_replaced.inc(),
-                                Learned::Rejected => {
-                                    self.count_error(
-                                        DecodeError::TemplateRejected,
-                                        Some(&counters),
-                                    );
-                                    status.error.get_or_insert(DecodeError::TemplateRejected);
-                                    continue;
-                                }
+                            }
+                            if let Some(why) = evicted {
+                                self.log_template_eviction(key, why, now_ms);
+                            }
+                            // a valid template: its source is remembered from now on
+                            if !st.admitted {
+                                st = self.admit(&st, now_ms);
+                                counters = st.counters.clone();
                             }
                             if self.pending_len.load(Ordering::Relaxed) > 0 {
                                 let n = self.release_held(&key, &st, out);
@@ -639,9 +655,18 @@ impl Decoder {
                 domain,
                 template_id: set_id,
             };
-            match self.templates.get(&key) {
+            match self.templates.get_for_data(&key) {
                 Some(t) => match self.decode_set(&t, &st, hdr, body, out) {
                     Ok(set) => {
+                        // decodable data: its source is remembered (with the options
+                        // this set may have announced)
+                        if !st.admitted {
+                            st = self.admit(&st, now_ms);
+                            counters = st.counters.clone();
+                        }
+                        if t.kind == TemplateKind::Data && set.records > 0 {
+                            self.exporters.sent_data(&st);
+                        }
                         status.records += set.records;
                         if t.kind == TemplateKind::Data {
                             // the exporter counted the dropped records too
@@ -683,6 +708,7 @@ impl Decoder {
                     .add(sq.observe(seq, data_records, all_known));
             }
         }
+        counters.datagrams.inc();
         counters.records.add(status.records as u64);
         self.metrics.records[if version == 9 { 1 } else { 2 }].add(status.records as u64);
         status
@@ -876,7 +902,7 @@ impl Decoder {
         st: &ExporterState,
         out: &mut Vec<FlowRecord>,
     ) -> usize {
-        let Some(t) = self.templates.get(key) else {
+        let Some(t) = self.templates.get_for_data(key) else {
             return 0;
         };
         let mine: Vec<Held> = {
@@ -918,6 +944,7 @@ impl Decoder {
     pub fn snapshot(&self) -> PersistedDecodeState {
         let mut exporters: Vec<PersistedExporter> = self
             .exporters
+            .states()
             .iter()
             .filter_map(|e| {
                 let o = e.options.read().ok()?;
@@ -941,13 +968,13 @@ impl Decoder {
         let nt = self.templates.restore(s.templates, now_ms / 1000);
         let mut ne = 0;
         for e in s.exporters {
-            let st = self.exporter(ExporterId::new(e.ip, e.domain));
-            if let Ok(mut o) = st.options.write() {
-                *o = e.options;
-                ne += 1;
-            }
+            let id = ExporterId::new(e.ip, e.domain);
+            let counters = self.metrics.per_exporter.get(&id);
+            self.exporters
+                .restore(id, e.options, now_ms.div_euclid(1000), counters);
+            ne += 1;
         }
-        (nt, ne)
+        (nt, ne.min(self.exporters.len()))
     }
 
     pub fn render_metrics(&self, out: &mut Exposition) {
@@ -1064,9 +1091,29 @@ impl Decoder {
             ("replaced", m.templates_replaced.get()),
             ("withdrawn", m.templates_withdrawn.get()),
             ("evicted", self.templates.evicted.get()),
+            ("evicted_full", self.templates.evicted_full.get()),
             ("expired", self.templates.expired.get()),
         ] {
             out.sample("nagare_decode_templates_total", &[("outcome", k)], v as f64);
+        }
+        out.header(
+            "nagare_decode_exporter_evictions_total",
+            "Exporters forgotten, by reason: idle (silent for exporter_idle_secs), full (max_exporters reached), per_source (its source IP reached max_exporters_per_source).",
+            "counter",
+        );
+        for (i, why) in [
+            ExporterEviction::Idle,
+            ExporterEviction::Full,
+            ExporterEviction::PerSource,
+        ]
+        .iter()
+        .enumerate()
+        {
+            out.sample(
+                "nagare_decode_exporter_evictions_total",
+                &[("reason", why.reason())],
+                self.exporters.evicted[i].get() as f64,
+            );
         }
         out.counter(
             "nagare_decode_options_records_total",
