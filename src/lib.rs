@@ -20,5 +20,6 @@ pub mod pcap;
 pub mod pipeline;
 pub mod query;
 pub mod rollup;
+pub mod statedir;
 pub mod sym;
 pub mod telemetry;

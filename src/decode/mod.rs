@@ -17,6 +17,7 @@
 pub mod fast;
 pub mod fields;
 pub mod options;
+pub mod persist;
 pub mod reference;
 pub mod template;
 
