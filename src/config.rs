@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::ApiConfig;
 use crate::decode::DecodeConfig;
+use crate::decode::persist::DecoderStateConfig;
 use crate::enrich::EnrichConfig;
 use crate::listener::ListenerConfig;
 use crate::query::QueryConfig;
@@ -33,6 +34,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub listener: ListenerConfig,
     pub decode: DecodeConfig,
+    /// How `decoder.json` (templates and exporter options) is written.
+    pub decoder_state: DecoderStateConfig,
     pub enrich: EnrichConfig,
     pub rollup: RollupConfig,
     pub query: QueryConfig,
@@ -45,6 +48,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/nagare"),
             listener: ListenerConfig::default(),
             decode: DecodeConfig::default(),
+            decoder_state: DecoderStateConfig::default(),
             enrich: EnrichConfig::default(),
             rollup: RollupConfig::default(),
             query: QueryConfig::default(),

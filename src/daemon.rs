@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::http::{self, HttpState, MetricsSource};
+use crate::api::http::{self, HealthSource, HttpState, MetricsSource};
 use crate::config::Config;
-use crate::decode::{Decoder, PersistedDecodeState};
+use crate::decode::Decoder;
+use crate::decode::persist::DecoderStateFile;
 use crate::enrich::Enricher;
 use crate::listener::Listener;
 use crate::pipeline::Pipeline;
@@ -17,11 +18,8 @@ use crate::telemetry::Exposition;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("state directory {path}: {source}")]
-    StateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    StateDir(#[from] crate::statedir::StateDirError),
     #[error(transparent)]
     Listener(#[from] crate::listener::ListenerError),
     #[error(transparent)]
@@ -42,7 +40,7 @@ pub struct Bound {
     pub socket: PathBuf,
 }
 
-pub const DECODER_STATE_FILE: &str = "decoder.json";
+pub use crate::decode::persist::DECODER_STATE_FILE;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -51,53 +49,10 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename; the temporary
+/// file is removed if anything fails).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
-fn load_decoder_state(decoder: &Decoder, dir: &Path) {
-    let path = dir.join(DECODER_STATE_FILE);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot read saved templates; starting without them");
-            return;
-        }
-    };
-    match serde_json::from_slice::<PersistedDecodeState>(&text) {
-        Ok(state) => {
-            let (t, e) = decoder.restore(state, now_ms());
-            tracing::info!(
-                templates = t,
-                exporters = e,
-                "restored templates and exporter options"
-            );
-        }
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "saved templates are corrupt; ignoring them");
-        }
-    }
-}
-
-fn save_decoder_state(decoder: &Decoder, dir: &Path) {
-    let path = dir.join(DECODER_STATE_FILE);
-    match serde_json::to_vec(&decoder.snapshot()) {
-        Ok(bytes) => {
-            if let Err(e) = write_atomic(&path, &bytes) {
-                tracing::error!(path = %path.display(), error = %e, "cannot save templates");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot serialize templates"),
-    }
+    crate::decode::persist::write_atomic(path, bytes)
 }
 
 /// Keeps glibc from handing large blocks back to the kernel at every free. Open
@@ -112,6 +67,16 @@ fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+/// A file size limit (`ulimit -f`, RLIMIT_FSIZE) makes the kernel send SIGXFSZ at the
+/// write that crosses it, which would kill the daemon; ignored, the write fails with
+/// EFBIG and is handled (retried) like a full disk.
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 
@@ -154,14 +119,16 @@ pub async fn run(
     on_ready: impl FnOnce(&Bound) + Send,
 ) -> Result<(), DaemonError> {
     tune_allocator();
+    ignore_file_size_signal();
     let state_dir = cfg.state_dir.clone();
-    std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::StateDir {
-        path: state_dir.clone(),
-        source,
-    })?;
+    // before any history is read: writable, and ours alone
+    crate::statedir::prepare(&state_dir)?;
+    let state_lock = crate::statedir::lock(&state_dir)?;
+    tracing::info!(lock = %state_lock.path.display(), pid = std::process::id(), "state directory locked");
 
     let decoder = Arc::new(Decoder::new(cfg.decode.clone()));
-    load_decoder_state(&decoder, &state_dir);
+    let decoder_file = Arc::new(DecoderStateFile::new(&state_dir, cfg.decoder_state.clone()));
+    decoder_file.load(&decoder, now_ms());
 
     let enricher = Arc::new(Enricher::new(cfg.enrich.clone())?);
     let (rollup, report) = Rollup::start(&cfg.rollup, Some(state_dir.clone()), enricher.clone())?;
@@ -195,9 +162,11 @@ pub async fn run(
         let pipeline = pipeline.clone();
         let enricher = enricher.clone();
         let rollup = rollup.clone();
+        let decoder_file = decoder_file.clone();
         Arc::new(move |out: &mut Exposition| {
             listener.render_metrics(out);
             decoder.render_metrics(out);
+            decoder_file.render_metrics(out);
             pipeline.render_metrics(out);
             enricher.render_metrics(out);
             rollup.render_metrics(out);
@@ -224,10 +193,26 @@ pub async fn run(
     let web = Arc::new(crate::api::web::Web::load(&state_dir));
     let tcp = http::bind(cfg.http.listen).await?;
     let http_addr = tcp.local_addr().map_err(DaemonError::Http)?;
+    let health: HealthSource = {
+        let rollup = rollup.clone();
+        let decoder_file = decoder_file.clone();
+        Arc::new(move || {
+            let problems: Vec<String> = [rollup.store.health(), decoder_file.health()]
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("; "))
+            }
+        })
+    };
     let app = http::router(HttpState {
         metrics,
         query: Some(qctx.clone()),
         web: Some(web),
+        health: Some(health),
     });
     let sock_path = cfg
         .http
@@ -251,8 +236,8 @@ pub async fn run(
     let (stop_bg_tx, mut stop_bg_rx) = tokio::sync::watch::channel(false);
     let bg = {
         let decoder = decoder.clone();
+        let decoder_file = decoder_file.clone();
         let listener = listener.clone();
-        let dir = state_dir.clone();
         let enricher = enricher.clone();
         let rollup = rollup.clone();
         tokio::spawn(async move {
@@ -289,10 +274,10 @@ pub async fn run(
                     let _ =
                         tokio::task::spawn_blocking(move || r.store.expire(now_ms() / 1000)).await;
                 }
-                if decoder.take_dirty() {
-                    let d = decoder.clone();
-                    let dir = dir.clone();
-                    let _ = tokio::task::spawn_blocking(move || save_decoder_state(&d, &dir)).await;
+                {
+                    // written only when changed, at most every decoder_state.min_interval_secs
+                    let (d, f) = (decoder.clone(), decoder_file.clone());
+                    let _ = tokio::task::spawn_blocking(move || f.tick(&d, now_ms())).await;
                 }
                 if n.is_multiple_of(5) {
                     listener.poll_kernel_drops();
@@ -335,7 +320,7 @@ pub async fn run(
         let r = rollup.clone();
         let _ = tokio::task::spawn_blocking(move || r.stop()).await;
     }
-    save_decoder_state(&decoder, &state_dir);
+    decoder_file.save_now(&decoder, now_ms());
     let _ = stop_sock_tx.send(true);
     let _ = sock_task.await;
     let _ = stop_http_tx.send(());
@@ -345,5 +330,6 @@ pub async fn run(
         Err(_) => {}
     }
     tracing::info!("stopped");
+    drop(state_lock);
     Ok(())
 }

@@ -20,6 +20,7 @@ pub mod pcap;
 pub mod pipeline;
 pub mod query;
 pub mod rollup;
+pub mod statedir;
 pub mod sym;
 pub mod telemetry;
 pub mod util;

@@ -246,6 +246,9 @@ pub fn init_tracing(default_level: &str) {
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
+        // a log write that fails (stderr on a full disk) must not report itself with
+        // eprintln!, which panics the thread that logged
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -32,7 +32,12 @@ pub struct HttpState {
     pub metrics: Arc<dyn MetricsSource>,
     pub query: Option<Arc<Context>>,
     pub web: Option<Arc<super::web::Web>>,
+    /// What `/healthz` reports: Err(reason) answers 503 with the reason (None: always ok).
+    pub health: Option<HealthSource>,
 }
+
+/// Err(reason) while the daemon cannot do its job (e.g. data cannot be written).
+pub type HealthSource = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let mut e = Exposition::new();
@@ -47,8 +52,15 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(s): State<HttpState>) -> Response {
+    match s.health.as_ref().map_or(Ok(()), |h| h()) {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// A query request (`POST /api/v1/query`, the Unix socket).

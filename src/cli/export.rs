@@ -35,7 +35,15 @@ pub struct ExportArgs {
     /// Output file (default: standard output).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
+    /// Exit 0 even when damaged frames or a truncated last frame were skipped (they are
+    /// still reported on standard error). Without it such an export exits with status 3
+    /// after writing every row that could be read.
+    #[arg(long)]
+    pub allow_damaged: bool,
 }
+
+/// Exit status of an export that skipped damaged or truncated frames.
+pub const EXIT_DAMAGED: u8 = 3;
 
 /// Parses a time argument to Unix seconds.
 pub fn parse_time(s: &str, now_s: i64) -> anyhow::Result<i64> {
@@ -293,6 +301,15 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
             eprintln!("export: {} at byte {off}: {why} (skipped)", path.display());
         }
         damaged += rep.bad_frames.len();
+        if rep.truncated_tail {
+            let off = rep.truncated_at.unwrap_or(bytes.len());
+            eprintln!(
+                "export: warning: {} at byte {off}: truncated last frame ({} of its bytes present; an interrupted write, or one in progress) (skipped)",
+                path.display(),
+                bytes.len().saturating_sub(off)
+            );
+            damaged += 1;
+        }
         chunks.sort_by_key(|c| (c.start, c.seq));
         for c in &chunks {
             rows += write_chunk(&mut *out, c, a.format)?;
@@ -304,10 +321,16 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         rfc3339(from),
         rfc3339(to),
         if damaged > 0 {
-            format!(", {damaged} damaged frames skipped")
+            format!(", {damaged} damaged or truncated frames skipped")
         } else {
             String::new()
         }
     );
+    if damaged > 0 && !a.allow_damaged {
+        eprintln!(
+            "export: exit status {EXIT_DAMAGED}: some stored data could not be read (--allow-damaged exits 0)"
+        );
+        return Ok(ExitCode::from(EXIT_DAMAGED));
+    }
     Ok(ExitCode::SUCCESS)
 }

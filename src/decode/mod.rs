@@ -18,6 +18,7 @@ pub mod exporters;
 pub mod fast;
 pub mod fields;
 pub mod options;
+pub mod persist;
 pub mod reference;
 pub mod template;
 pub mod template_store;

@@ -17,6 +17,7 @@ pub mod segment;
 pub mod segvec;
 pub mod shard;
 pub mod store;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -142,6 +143,8 @@ pub struct RollupConfig {
     /// Labels per dimension in the /metrics summary of the last closed minute (top N by
     /// bytes, the rest as `other`).
     pub metrics_top: usize,
+    /// Retrying failed segment writes (`[rollup.write]`).
+    pub write: writer::WriteConfig,
 }
 
 impl Default for RollupConfig {
@@ -171,6 +174,7 @@ impl Default for RollupConfig {
             memory_budget_bytes: 4 << 30,
             max_future: DurationSpec::Text("5m".into()),
             metrics_top: 10,
+            write: writer::WriteConfig::default(),
         }
     }
 }
@@ -498,11 +502,12 @@ impl Rollup {
         let res = cfg.resolutions()?;
         let shards = cfg.shard_count();
         let caps: Vec<usize> = res.iter().map(|r| r.max_rows).collect();
-        let store = Store::new(
+        let store = Store::with_write(
             state_dir.map(|d| d.join("rollup")),
             res,
             shards,
             cfg.memory_budget_bytes,
+            cfg.write.clone(),
         );
         let fold = cfg.fold_limits(shards)?;
         let report = store.load(crate::daemon::now_ms() / 1000, &caps)?;
@@ -790,52 +795,7 @@ impl Rollup {
             "Sessions pushed out of the session table before they were idle (raise rollup.max_sessions).",
             sum(|m| m.capacity_evictions.get()),
         );
-        let sm = &self.store.metrics;
-        out.counter(
-            "nagare_rollup_chunks_written_total",
-            "Closed buckets written to disk.",
-            sm.chunks_written.get(),
-        );
-        out.counter(
-            "nagare_rollup_written_bytes_total",
-            "Bytes written to rollup segments.",
-            sm.bytes_written.get(),
-        );
-        out.counter(
-            "nagare_rollup_write_errors_total",
-            "Failed segment writes (data kept in memory).",
-            sm.write_errors.get(),
-        );
-        out.counter(
-            "nagare_rollup_corrupt_frames_total",
-            "Damaged frames skipped when loading history.",
-            sm.corrupt_frames.get(),
-        );
-        out.counter(
-            "nagare_rollup_recovered_chunks_total",
-            "Coarse buckets rebuilt after an unclean stop.",
-            sm.recovered_chunks.get(),
-        );
-        out.counter(
-            "nagare_rollup_shed_buckets_total",
-            "Buckets dropped from memory to respect the memory budget.",
-            sm.shed_buckets.get(),
-        );
-        out.counter(
-            "nagare_rollup_shed_rows_total",
-            "Rows dropped from memory to respect the memory budget.",
-            sm.shed_rows.get(),
-        );
-        out.counter(
-            "nagare_rollup_expired_buckets_total",
-            "Buckets removed past their retention.",
-            sm.expired_buckets.get(),
-        );
-        out.gauge(
-            "nagare_rollup_memory_bytes",
-            "Memory held by stored rows.",
-            self.store.memory_bytes() as f64,
-        );
+        writer::render_metrics(&self.store.metrics, self.store.memory_bytes(), out);
         let rows = self.store.rows_per_resolution();
         out.header("nagare_rollup_rows", "Rows stored per resolution.", "gauge");
         for r in self.store.resolutions() {

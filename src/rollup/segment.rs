@@ -415,6 +415,8 @@ pub struct ReadReport {
     pub chunks: usize,
     pub bad_frames: Vec<(usize, String)>,
     pub truncated_tail: bool,
+    /// Where the truncated last frame starts (when `truncated_tail`).
+    pub truncated_at: Option<usize>,
 }
 
 /// Reads every decodable chunk of a segment's bytes.
@@ -424,6 +426,7 @@ pub fn read_frames(b: &[u8], mut each: impl FnMut(Chunk)) -> ReadReport {
     while p < b.len() {
         if b.len() - p < HEADER {
             rep.truncated_tail = true;
+            rep.truncated_at = Some(p);
             break;
         }
         if &b[p..p + 4] != MAGIC {
@@ -456,6 +459,7 @@ pub fn read_frames(b: &[u8], mut each: impl FnMut(Chunk)) -> ReadReport {
                 p = next;
                 continue;
             }
+            rep.truncated_at = Some(p);
             break;
         }
         let payload = &b[p + HEADER..p + HEADER + len];
@@ -502,7 +506,8 @@ pub fn file_for(root: &Path, res: u32, start: i64) -> PathBuf {
     res_dir(root, res).join(format!("{}.seg", start.div_euclid(span) * span))
 }
 
-/// Appends a chunk to its segment file and syncs it.
+/// Appends a chunk to its segment file and syncs it. A failed append (a full disk)
+/// cuts the file back to its previous length, so that a retry leaves no damaged frame.
 pub fn append(root: &Path, c: &Chunk) -> Result<u64, SegmentError> {
     let path = file_for(root, c.res, c.start);
     let io = |source| SegmentError::Io {
@@ -518,8 +523,13 @@ pub fn append(root: &Path, c: &Chunk) -> Result<u64, SegmentError> {
         .append(true)
         .open(&path)
         .map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
-    f.sync_data().map_err(io)?;
+    let before = f.metadata().map_err(io)?.len();
+    if let Err(e) = f.write_all(&bytes).and_then(|()| f.sync_data()) {
+        if let Err(te) = f.set_len(before) {
+            tracing::warn!(path = %path.display(), error = %te, "cannot cut a failed append back; the next read skips the partial frame");
+        }
+        return Err(io(e));
+    }
     Ok(bytes.len() as u64)
 }
 
@@ -629,6 +639,11 @@ mod tests {
         assert_eq!(seqs, vec![0, 2]);
         assert_eq!(rep.bad_frames.len(), 2, "{:?}", rep.bad_frames);
         assert!(rep.truncated_tail);
+        assert_eq!(
+            rep.truncated_at,
+            Some(4 * one),
+            "the last frame starts after four"
+        );
         // garbage never panics
         let mut rng = 12345u64;
         for _ in 0..2000 {

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use super::chunk::Chunk;
 use super::merge::merge_chunks;
 use super::segment;
+use super::writer::{WriteConfig, WriteStatus};
 use super::{ResolutionConfig, RollupError};
 use crate::telemetry::{Counter, Gauge};
 
@@ -119,6 +120,9 @@ pub struct StoreMetrics {
     pub expired_buckets: Counter,
     pub recovered_chunks: Counter,
     pub memory_bytes: Gauge,
+    pub write_pending_buckets: Gauge,
+    pub write_pending_bytes: Gauge,
+    pub write_dropped_buckets: Counter,
 }
 
 pub struct Store {
@@ -131,6 +135,7 @@ pub struct Store {
     budget: usize,
     persist: Mutex<Option<crossbeam_channel::Sender<Arc<Chunk>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    write_status: Arc<WriteStatus>,
     pub metrics: Arc<StoreMetrics>,
 }
 
@@ -159,6 +164,17 @@ impl Store {
         shards: usize,
         budget: usize,
     ) -> Arc<Self> {
+        Self::with_write(root, resolutions, shards, budget, WriteConfig::default())
+    }
+
+    /// [`Store::new`] with the segment writer's retry settings.
+    pub fn with_write(
+        root: Option<PathBuf>,
+        resolutions: Vec<ResolutionConfig>,
+        shards: usize,
+        budget: usize,
+        write: WriteConfig,
+    ) -> Arc<Self> {
         let view = StoreView {
             closed: resolutions
                 .iter()
@@ -173,6 +189,7 @@ impl Store {
             finest: resolutions.first().map_or(60, |r| r.seconds),
         };
         let metrics = Arc::new(StoreMetrics::default());
+        let write_status = Arc::new(WriteStatus::default());
         let store = Arc::new(Self {
             root: root.clone(),
             resolutions,
@@ -183,6 +200,7 @@ impl Store {
             budget,
             persist: Mutex::new(None),
             writer: Mutex::new(None),
+            write_status: write_status.clone(),
             metrics: metrics.clone(),
         });
         if let Some(root) = root {
@@ -192,24 +210,18 @@ impl Store {
                 .spawn(move || {
                     let span = tracing::info_span!("persist");
                     let _g = span.enter();
-                    for c in rx {
-                        match segment::append(&root, &c) {
-                            Ok(n) => {
-                                metrics.chunks_written.inc();
-                                metrics.bytes_written.add(n);
-                            }
-                            Err(e) => {
-                                metrics.write_errors.inc();
-                                tracing::error!(error = %e, "cannot persist a closed bucket; it stays in memory only");
-                            }
-                        }
-                    }
+                    super::writer::run(root, rx, write, metrics, write_status);
                 })
                 .ok();
             *lock(&store.persist) = Some(tx);
             *lock(&store.writer) = h;
         }
         store
+    }
+
+    /// Err(reason) while closed buckets cannot be written to disk.
+    pub fn health(&self) -> Result<(), String> {
+        self.write_status.health()
     }
 
     pub fn resolutions(&self) -> &[ResolutionConfig] {
@@ -397,8 +409,11 @@ impl Store {
                 }
                 if r.truncated_tail {
                     // an interrupted append (kill -9 while writing): the tail is dropped
-                    rep.bad_frames
-                        .push(format!("{}: truncated last frame ignored", path.display()));
+                    rep.bad_frames.push(format!(
+                        "{}: truncated last frame at byte {} ignored",
+                        path.display(),
+                        r.truncated_at.unwrap_or(bytes.len())
+                    ));
                 }
             }
             per_res.push(chunks);
@@ -437,16 +452,18 @@ impl Store {
             }
         }
         rep.recovered = recovered.len();
-        for c in &recovered {
-            if let Err(e) = segment::append(&root, c) {
-                tracing::error!(error = %e, "cannot persist a recovered bucket");
+        let recovered: Vec<Arc<Chunk>> = recovered.into_iter().map(Arc::new).collect();
+        if let Some(tx) = lock(&self.persist).as_ref() {
+            // written (and retried if need be) by the writer thread
+            for c in &recovered {
+                let _ = tx.send(c.clone());
             }
         }
         // Install.
         let _g = lock(&self.write);
         let mut v = (*self.view.load_full()).clone();
         let mut bytes = 0usize;
-        for c in per_res.into_iter().flatten().chain(recovered) {
+        for c in per_res.into_iter().flatten().map(Arc::new).chain(recovered) {
             rep.chunks += 1;
             rep.rows += c.rows.len();
             bytes += c.heap_bytes();
@@ -455,7 +472,7 @@ impl Store {
                     .buckets
                     .entry(c.start)
                     .or_default()
-                    .push(Arc::new(c));
+                    .push(c);
             }
         }
         self.view.store(Arc::new(v));
