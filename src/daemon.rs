@@ -292,6 +292,13 @@ pub async fn run(
                             "expired templates not refreshed within the TTL"
                         );
                     }
+                    let gone = decoder.expire_exporters(now);
+                    if gone > 0 {
+                        tracing::info!(
+                            exporters = gone,
+                            "forgot exporters silent for longer than exporter_idle_secs"
+                        );
+                    }
                 }
             }
         })

@@ -50,6 +50,10 @@ pub struct ListenerConfig {
     /// [`crate::rollup::INLINE_BATCH`] at a time into an idle shard itself, and under
     /// backlog hands larger batches to the shard threads.
     pub batch_records: usize,
+    /// Exporter networks datagrams are accepted from (for example `["10.0.0.0/8"]`);
+    /// a datagram from any other source is dropped before decoding and counted
+    /// (`nagare_listener_denied_datagrams_total`). Empty: every source.
+    pub allow: Vec<ipnetwork::IpNetwork>,
 }
 
 impl Default for ListenerConfig {
@@ -66,6 +70,7 @@ impl Default for ListenerConfig {
             sockets_per_address: 1,
             receive_buffer_bytes: 32 << 20,
             batch_records: 64,
+            allow: Vec::new(),
         }
     }
 }
@@ -109,6 +114,8 @@ pub struct SocketMetrics {
     pub rcvbuf: Gauge,
     /// Panics caught while decoding and handing over (a bug: the thread goes on).
     pub panics: Counter,
+    /// Datagrams from sources outside `[listener] allow`.
+    pub denied: Counter,
 }
 
 pub struct BoundSocket {
@@ -358,9 +365,10 @@ impl Listener {
             let sink = sink.clone();
             let stop = stop.clone();
             let batch = cfg.batch_records.max(1);
+            let allow: Arc<[ipnetwork::IpNetwork]> = cfg.allow.clone().into();
             let h = std::thread::Builder::new()
                 .name(format!("nagare-rx-{i}"))
-                .spawn(move || receive_loop(b, decoder, sink, stop, batch))
+                .spawn(move || receive_loop(b, decoder, sink, stop, batch, allow))
                 .map_err(ListenerError::Thread)?;
             threads.push(h);
         }
@@ -415,7 +423,7 @@ impl Listener {
 
     pub fn render_metrics(&self, out: &mut Exposition) {
         type Get = fn(&SocketMetrics) -> u64;
-        let families: [(&str, &str, &str, Get); 7] = [
+        let families: [(&str, &str, &str, Get); 8] = [
             (
                 "nagare_listener_datagrams_total",
                 "Datagrams received.",
@@ -453,6 +461,12 @@ impl Listener {
                 |m| m.panics.get(),
             ),
             (
+                "nagare_listener_denied_datagrams_total",
+                "Datagrams dropped because their source is outside [listener] allow.",
+                "counter",
+                |m| m.denied.get(),
+            ),
+            (
                 "nagare_listener_receive_buffer_bytes",
                 "SO_RCVBUF granted by the kernel.",
                 "gauge",
@@ -468,6 +482,16 @@ impl Listener {
             }
         }
     }
+}
+
+/// Whether `ip` may send (an IPv4-mapped IPv6 source counts as its IPv4 address).
+#[inline]
+fn allowed(allow: &[ipnetwork::IpNetwork], ip: std::net::IpAddr) -> bool {
+    if allow.is_empty() {
+        return true;
+    }
+    let ip = crate::model::canonical_ip(ip);
+    allow.iter().any(|n| n.contains(ip))
 }
 
 fn now_ms() -> i64 {
@@ -503,6 +527,7 @@ fn receive_loop(
     sink: Arc<dyn RecordSink>,
     stop: Arc<AtomicBool>,
     batch_records: usize,
+    allow: Arc<[ipnetwork::IpNetwork]>,
 ) {
     let span = tracing::info_span!("listener", addr = %b.local);
     let _g = span.enter();
@@ -536,6 +561,10 @@ fn receive_loop(
                             m.truncated.inc();
                         }
                         let Some(src) = src else { continue };
+                        if !allowed(&allow, src.ip()) {
+                            m.denied.inc();
+                            continue;
+                        }
                         let _ = decoder.decode(src.ip(), now, rb.datagram(i, *len), records);
                         // small hand-overs keep the decoded records in the core's cache;
                         // the pipeline batches them for the shards

@@ -236,3 +236,33 @@ fn one_source_holds_a_bounded_share_of_the_exporter_table() {
     d.decode(working, 200_000, &exporter[1], &mut out);
     assert_eq!(out.iter().map(|r| r.bytes).sum::<u64>(), 50 * 1000 * 100);
 }
+
+/// `[listener] allow`: datagrams from other sources are dropped before decoding and
+/// counted; the allowed exporter's records are all there.
+#[test]
+fn sources_outside_the_allow_list_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("nagare.toml");
+    std::fs::write(&cfg, "[listener]\nallow = [\"127.0.0.1/32\"]\n").unwrap();
+    let d = Daemon::start(
+        &dir.path().join("state"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let exporter = sampled_v9_exporter(100);
+    send_from("127.0.0.2".parse().unwrap(), d.udp[0], &exporter);
+    send_from("127.0.0.1".parse().unwrap(), d.udp[0], &exporter);
+    let m = d.wait_metrics(30, "the allowed exporter's records", |m| {
+        metric_sum(m, "nagare_listener_denied_datagrams_total") >= exporter.len() as f64
+            && metric_sum(m, "nagare_pipeline_flow_bytes_total") >= 10_000_000.0
+    });
+    assert_eq!(
+        metric_sum(&m, "nagare_listener_denied_datagrams_total"),
+        exporter.len() as f64
+    );
+    assert_eq!(metric_sum(&m, "nagare_decode_records_total"), 100.0);
+    assert_eq!(
+        metric_sum(&m, "nagare_pipeline_flow_bytes_total"),
+        10_000_000.0
+    );
+    d.terminate();
+}

@@ -425,4 +425,17 @@ mod tests {
         assert_eq!(t.expire(3_901), 2);
         assert!(t.is_empty());
     }
+
+    #[test]
+    fn sequence_tracking() {
+        let mut s = SeqState::default();
+        assert_eq!(s.observe(100, 10, true), 0);
+        assert_eq!(s.observe(110, 10, true), 0);
+        assert_eq!(s.observe(125, 10, true), 5); // 120..125 missing
+        assert_eq!(s.observe(130, 10, true), 0); // reordered older one: ignored
+        assert_eq!(s.observe(135, 10, true), 0);
+        assert_eq!(s.observe(5_000_000, 10, true), 0); // restart
+        assert_eq!(s.observe(17, 1, false), 0);
+        assert_eq!(s.observe(99, 1, true), 0); // unknown advance: no expectation
+    }
 }

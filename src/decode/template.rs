@@ -347,14 +347,6 @@ mod tests {
         "192.0.2.1".parse().unwrap()
     }
 
-    fn limits() -> TemplateLimits {
-        TemplateLimits {
-            max_per_exporter: 2,
-            max_total: 3,
-            ttl_secs: 100,
-        }
-    }
-
     fn tpl(id: u16, lens: &[u16]) -> Template {
         Template::new(
             TemplateKey {

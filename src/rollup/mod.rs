@@ -404,8 +404,12 @@ impl BatchPool {
         v.unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
-    /// Returns an emptied buffer (dropped when the pool is full).
+    /// Returns an emptied buffer (dropped when the pool is full, or when it grew past
+    /// twice a batch: one huge datagram must not keep its memory).
     pub fn put(&self, mut v: Vec<FlowIn>) {
+        if v.capacity() > 2 * ROUTE_BATCH {
+            return;
+        }
         v.clear();
         let mut f = match self.free.lock() {
             Ok(f) => f,
@@ -427,6 +431,9 @@ pub struct ShardMetrics {
     pub refused_future: Counter,
     pub overflow_records: Counter,
     pub queue_dropped: Counter,
+    /// Records waiting in the shard's queue (at most `queue_batches` batches of at
+    /// most [`ROUTE_BATCH`] records each).
+    pub queued_records: Gauge,
     /// Panics caught on the shard's own thread (a bug: the thread goes on).
     pub panics: Counter,
     pub open_buckets: Gauge,
@@ -541,6 +548,7 @@ impl Rollup {
                         let wait = (next_tick - crate::daemon::now_ms()).clamp(0, 1000) as u64;
                         match rx.recv_timeout(Duration::from_millis(wait)) {
                             Ok(mut batch) => {
+                                tm.queued_records.sub(batch.len() as u64);
                                 let (t, g) = (enricher.tables(), enricher.geo());
                                 shard_step(&tm, "ingest", || {
                                     lock_shard(&shard).ingest(
@@ -674,20 +682,36 @@ impl Rollup {
             }
         }
         for (i, v) in ready {
-            let len = v.len() as u64;
-            let Some(tx) = senders.get(i) else {
+            let (Some(tx), Some(m)) = (senders.get(i), self.shard_metrics.get(i)) else {
                 continue;
             };
-            match tx.try_send(v) {
-                Ok(()) => {}
-                Err(crossbeam_channel::TrySendError::Full(v)) => {
-                    // brief back-pressure into the socket buffer, then drop (counted)
-                    if tx.send_timeout(v, Duration::from_millis(50)).is_err() {
-                        self.shard_metrics[i].queue_dropped.add(len);
-                    }
+            // a queue is bounded in records, not only in batches: a datagram of 65 000
+            // one-byte records goes as many batches of at most ROUTE_BATCH
+            let mut parts = Vec::new();
+            if v.len() > ROUTE_BATCH {
+                for c in v.chunks(ROUTE_BATCH) {
+                    let mut part = self.pool.take(ROUTE_BATCH);
+                    part.extend_from_slice(c);
+                    parts.push(part);
                 }
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
-                    self.shard_metrics[i].queue_dropped.add(len);
+                self.pool.put(v);
+            } else {
+                parts.push(v);
+            }
+            for v in parts {
+                let len = v.len() as u64;
+                m.queued_records.add(len);
+                let sent = match tx.try_send(v) {
+                    Ok(()) => true,
+                    // brief back-pressure into the socket buffer, then drop (counted)
+                    Err(crossbeam_channel::TrySendError::Full(v)) => {
+                        tx.send_timeout(v, Duration::from_millis(50)).is_ok()
+                    }
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
+                };
+                if !sent {
+                    m.queued_records.sub(len);
+                    m.queue_dropped.add(len);
                 }
             }
         }
@@ -712,7 +736,7 @@ impl Rollup {
 
     pub fn render_metrics(&self, out: &mut Exposition) {
         type Get = fn(&ShardMetrics) -> u64;
-        let fams: [(&str, &str, &str, Get); 9] = [
+        let fams: [(&str, &str, &str, Get); 10] = [
             (
                 "nagare_rollup_records_total",
                 "Records that reached a rollup shard.",
@@ -754,6 +778,12 @@ impl Rollup {
                 "Panics caught on the shard's own thread (a bug; the batch or tick it was working on is lost, the thread goes on). A panic while a receive thread ingests counts in nagare_listener_panics_total.",
                 "counter",
                 |m| m.panics.get(),
+            ),
+            (
+                "nagare_rollup_queue_records",
+                "Records waiting in the shard's queue (bounded: queue_batches x 2048).",
+                "gauge",
+                |m| m.queued_records.get(),
             ),
             (
                 "nagare_rollup_open_buckets",
@@ -967,6 +997,9 @@ pub fn country_name(c: countries::CountryCode) -> &'static str {
 pub fn family(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() { "ipv4" } else { "ipv6" }
 }
+
+#[cfg(test)]
+mod route_tests;
 
 #[cfg(test)]
 mod tests {
