@@ -29,6 +29,10 @@ pub enum ListenerError {
     },
     #[error("cannot start receive thread: {0}")]
     Thread(std::io::Error),
+    #[error(
+        "UDP {addr} is already in use by another process (another nagare?): two collectors sharing a port would each get part of the exporters' traffic; stop it or choose another --listen address"
+    )]
+    InUse { addr: SocketAddr },
 }
 
 /// `[listener]` section.
@@ -128,6 +132,31 @@ pub struct BoundSocket {
 }
 
 /// Opens one SO_REUSEPORT UDP socket, sets SO_RCVBUF and reads it back.
+/// Fails when another socket holds `addr`: nagare's sockets share their port among
+/// themselves (SO_REUSEPORT), which would also let a second process take half of the
+/// traffic without a word. A probe socket without the reuse options cannot bind while
+/// any other socket holds the port. Port 0 (the kernel chooses) needs no probe.
+fn ensure_free(addr: SocketAddr) -> Result<(), ListenerError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let err = |source| ListenerError::Bind { addr, source };
+    let probe = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    if addr.is_ipv6() {
+        let _ = probe.set_only_v6(false);
+    }
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ListenerError::InUse { addr }),
+        Err(e) => Err(err(e)),
+    }
+}
+
 pub fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<BoundSocket, ListenerError> {
     let err = |source| ListenerError::Bind { addr, source };
     let domain = if addr.is_ipv4() {
@@ -346,6 +375,7 @@ impl Listener {
     ) -> Result<Self, ListenerError> {
         let mut bound = Vec::new();
         for addr in &cfg.listen {
+            ensure_free(*addr)?;
             let first = bind(*addr, cfg.receive_buffer_bytes)?;
             // With port 0, the extra sockets must share the port the kernel picked.
             let actual = first.local;

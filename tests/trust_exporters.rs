@@ -266,3 +266,51 @@ fn sources_outside_the_allow_list_are_dropped_and_counted() {
     );
     d.terminate();
 }
+
+/// A second instance on the same UDP port used to take half of the traffic without a
+/// warning (SO_REUSEPORT): it now refuses to start and says why.
+#[test]
+fn a_second_instance_on_the_same_udp_port_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let first = std::process::Command::new(env!("CARGO_BIN_EXE_nagare"))
+        .args(["serve", "--listen", &listen, "--http", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(dir.path().join("a"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = KillOnDrop(first);
+    // wait until the first one listens
+    let stdout = first.0.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert!(line.starts_with("nagare: listening"), "{line}");
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_nagare"))
+        .args(["serve", "--listen", &listen, "--http", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(dir.path().join("b"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!("UDP {listen} is already in use")),
+        "{err}"
+    );
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
