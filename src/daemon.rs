@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::http::{self, HttpState, MetricsSource};
+use crate::api::http::MetricsSource;
 use crate::config::Config;
 use crate::decode::{Decoder, PersistedDecodeState};
 use crate::enrich::Enricher;
@@ -222,30 +222,8 @@ pub async fn run(
         })
     };
     let web = Arc::new(crate::api::web::Web::load(&state_dir));
-    let tcp = http::bind(cfg.http.listen).await?;
-    let http_addr = tcp.local_addr().map_err(DaemonError::Http)?;
-    let app = http::router(HttpState {
-        metrics,
-        query: Some(qctx.clone()),
-        web: Some(web),
-    });
-    let sock_path = cfg
-        .http
-        .query_socket
-        .clone()
-        .unwrap_or_else(|| state_dir.join("query.sock"));
-    let sock = crate::api::unix::bind(&sock_path)?;
-    let (stop_sock_tx, stop_sock_rx) = tokio::sync::watch::channel(false);
-    let sock_task = tokio::spawn(crate::api::unix::serve(
-        sock,
-        sock_path.clone(),
-        qctx.clone(),
-        stop_sock_rx,
-    ));
-    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(http::serve(tcp, app, async move {
-        let _ = stop_http_rx.await;
-    }));
+    let api = crate::api::Api::start(&cfg.http, &state_dir, metrics, qctx.clone(), web).await?;
+    let (http_addr, sock_path) = (api.http_addr, api.socket_path.clone());
 
     // Housekeeping: persist templates when they change, poll kernel drops, expire.
     let (stop_bg_tx, mut stop_bg_rx) = tokio::sync::watch::channel(false);
@@ -336,14 +314,7 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || r.stop()).await;
     }
     save_decoder_state(&decoder, &state_dir);
-    let _ = stop_sock_tx.send(true);
-    let _ = sock_task.await;
-    let _ = stop_http_tx.send(());
-    match http_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(DaemonError::Http(e)),
-        Err(_) => {}
-    }
+    api.stop().await.map_err(DaemonError::Http)?;
     tracing::info!("stopped");
     Ok(())
 }
