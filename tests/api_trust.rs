@@ -89,7 +89,8 @@ fn request(
     body: &str,
 ) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("host: {addr}\r\n"));
@@ -128,7 +129,11 @@ fn new_token(role: &str, name: &str) -> (String, String) {
         .args(["token", "new", "--role", role, name])
         .output()
         .expect("run nagare token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
@@ -178,7 +183,10 @@ fn tokens_roles_and_the_open_health_check() {
     assert_eq!(code, 401);
     assert!(head.contains("www-authenticate: bearer"), "{head}");
     let wrong = bearer("nagare_0000");
-    assert_eq!(request(a, "POST", "/api/v1/query", &r(&wrong), QUERY).0, 401);
+    assert_eq!(
+        request(a, "POST", "/api/v1/query", &r(&wrong), QUERY).0,
+        401
+    );
     assert_eq!(request(a, "GET", "/metrics", &[], "").0, 401);
     assert_eq!(request(a, "GET", "/api/v1/dashboards", &[], "").0, 401);
 
@@ -200,8 +208,14 @@ fn tokens_roles_and_the_open_health_check() {
     assert!(body.contains("role read"), "{body}");
     let (code, _, body) = request(a, "POST", path, &r(&ab), panel);
     assert_eq!(code, 200, "{body}");
-    assert_eq!(request(a, "DELETE", "/api/v1/dashboards/mine", &r(&rb), "").0, 403);
-    assert_eq!(request(a, "DELETE", "/api/v1/dashboards/mine", &r(&ab), "").0, 204);
+    assert_eq!(
+        request(a, "DELETE", "/api/v1/dashboards/mine", &r(&rb), "").0,
+        403
+    );
+    assert_eq!(
+        request(a, "DELETE", "/api/v1/dashboards/mine", &r(&ab), "").0,
+        204
+    );
 
     // a text/plain POST is refused before its handler
     let plain = [("content-type", "text/plain"), ("authorization", &rb)];
@@ -210,9 +224,8 @@ fn tokens_roles_and_the_open_health_check() {
     // the rejections are counted
     let (_, _, m) = request(a, "GET", "/metrics", &r(&rb), "");
     let m = common::parse_metrics(&m);
-    let rejected = |reason: &str| {
-        m[&format!("nagare_api_requests_rejected_total{{reason=\"{reason}\"}}")]
-    };
+    let rejected =
+        |reason: &str| m[&format!("nagare_api_requests_rejected_total{{reason=\"{reason}\"}}")];
     assert_eq!(rejected("unauthorized"), 4.0);
     assert_eq!(rejected("forbidden"), 2.0);
     assert_eq!(rejected("unsupported_media_type"), 1.0);
@@ -223,19 +236,44 @@ fn tokens_roles_and_the_open_health_check() {
     std::fs::write(&secret_file, format!("{read}\n")).expect("write secret");
     let sf = secret_file.to_str().expect("path");
     let out = nagare_query(
-        &["--server", &server, "--token-file", sf, "--format", "json", "flows in last 1 hour"],
+        &[
+            "--server",
+            &server,
+            "--token-file",
+            sf,
+            "--format",
+            "json",
+            "flows in last 1 hour",
+        ],
         &[],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = nagare_query(
-        &["--server", &server, "--format", "json", "flows in last 1 hour"],
+        &[
+            "--server",
+            &server,
+            "--format",
+            "json",
+            "flows in last 1 hour",
+        ],
         &[("NAGARE_TOKEN", &read)],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = nagare_query(&["--server", &server, "flows in last 1 hour"], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("needs a token") && err.contains("--token-file"), "{err}");
+    assert!(
+        err.contains("needs a token") && err.contains("--token-file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -258,11 +296,22 @@ fn pages_of_other_sites_and_rebound_names_are_refused() {
     assert_eq!(request(a, "POST", "/api/v1/query", &h, QUERY).0, 403);
     assert_eq!(request(a, "GET", "/api/v1/vocabulary", &h[1..], "").0, 403);
     let localhost = format!("localhost:{}", a.port());
-    assert_eq!(request(a, "GET", "/api/v1/vocabulary", &[("host", &localhost)], "").0, 200);
+    assert_eq!(
+        request(a, "GET", "/api/v1/vocabulary", &[("host", &localhost)], "").0,
+        200
+    );
     // a form or text/plain POST (no preflight in a browser) never reaches a handler
-    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"] {
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
         let h = [("content-type", ct)];
-        assert_eq!(request(a, "POST", "/api/v1/query", &h, QUERY).0, 415, "{ct}");
+        assert_eq!(
+            request(a, "POST", "/api/v1/query", &h, QUERY).0,
+            415,
+            "{ct}"
+        );
     }
     assert_eq!(request(a, "POST", "/api/v1/query", &[], QUERY).0, 415);
 }
@@ -302,12 +351,16 @@ fn a_full_query_queue_answers_busy_on_http_the_socket_and_the_cli() {
         assert!(err.contains("busy"), "{args:?}: {err}");
     }
     drop(held);
-    assert_eq!(request(s.http, "POST", "/api/v1/query", &[JSON], QUERY).0, 200);
+    assert_eq!(
+        request(s.http, "POST", "/api/v1/query", &[JSON], QUERY).0,
+        200
+    );
 }
 
 /// Reads until the peer closes; true when it did (within the test's generous cap).
 fn closed_by_peer(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).is_ok()
 }
@@ -330,7 +383,9 @@ fn connections_past_the_limit_are_closed_and_the_others_served() {
             .set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
         let mut out = String::new();
-        extra.read_to_string(&mut out).expect("closed by the server");
+        extra
+            .read_to_string(&mut out)
+            .expect("closed by the server");
         assert!(out.starts_with("HTTP/1.1 503"), "{out}");
         let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
         let v: J = serde_json::from_str(body).expect("the body is the declared JSON");
@@ -340,14 +395,21 @@ fn connections_past_the_limit_are_closed_and_the_others_served() {
     let mut metrics = String::new();
     for (i, mut c) in held.into_iter().enumerate() {
         let path = if i == 0 { "/metrics" } else { "/healthz" };
-        let req = format!("GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n", s.http);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+            s.http
+        );
         c.write_all(req.as_bytes()).expect("write");
         let mut out = String::new();
-        c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
         c.read_to_string(&mut out).expect("read");
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         if i == 0 {
-            metrics = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+            metrics = out
+                .split_once("\r\n\r\n")
+                .map(|x| x.1.to_string())
+                .unwrap_or_default();
         }
     }
     let m = common::parse_metrics(&metrics);
@@ -367,7 +429,10 @@ fn idle_and_slow_connections_are_closed() {
     let mut idle = TcpStream::connect(s.http).expect("connect");
     assert!(closed_by_peer(&mut idle), "the idle connection was closed");
     let (_, _, m) = request(s.http, "GET", "/metrics", &[], "");
-    assert_eq!(common::parse_metrics(&m)["nagare_api_idle_connections_closed_total"], 1.0);
+    assert_eq!(
+        common::parse_metrics(&m)["nagare_api_idle_connections_closed_total"],
+        1.0
+    );
     drop(s);
 
     // headers begun and never finished
@@ -450,7 +515,13 @@ fn the_query_socket_frames_lines_strictly() {
     let mut r = BufReader::new(c.try_clone().expect("clone"));
     let bad = socket_line(&mut r).expect("an answer");
     assert_eq!(bad["error"]["kind"], "syntax");
-    assert!(bad["error"]["message"].as_str().unwrap_or("").contains("UTF-8"), "{bad}");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("UTF-8"),
+        "{bad}"
+    );
     assert!(socket_line(&mut r).expect("next").get("rows").is_some());
 
     // a request begun and never ended: an error, then closed
@@ -477,7 +548,10 @@ fn a_live_query_socket_is_never_unlinked() {
         panic!("a second server took a live socket")
     };
     let msg = e.to_string();
-    assert!(msg.contains(&first.socket.display().to_string()) && msg.contains("in use"), "{msg}");
+    assert!(
+        msg.contains(&first.socket.display().to_string()) && msg.contains("in use"),
+        "{msg}"
+    );
     // the first still answers on it
     let c = UnixStream::connect(&first.socket).expect("still there");
     (&c).write_all(b"flows in last 1 hour\n").expect("write");
@@ -504,13 +578,22 @@ fn unsafe_starts_are_refused_with_what_to_do() {
     let dir = tempfile::tempdir().expect("tempdir");
     // every interface, no tokens
     let err = serve_fails(&["--http", "0.0.0.0:0"], &dir.path().join("a"));
-    assert!(err.contains("0.0.0.0:0") && err.contains("not a loopback address"), "{err}");
-    assert!(err.contains("--tokens-file") && err.contains("nagare token new"), "{err}");
+    assert!(
+        err.contains("0.0.0.0:0") && err.contains("not a loopback address"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--tokens-file") && err.contains("nagare token new"),
+        "{err}"
+    );
     // a tokens file with an error names its line
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "# ok\nread someone not-a-digest\n").expect("write");
     let t = tokens.to_str().expect("path");
-    let err = serve_fails(&["--http", "127.0.0.1:0", "--tokens-file", t], &dir.path().join("b"));
+    let err = serve_fails(
+        &["--http", "127.0.0.1:0", "--tokens-file", t],
+        &dir.path().join("b"),
+    );
     assert!(err.contains("line 2") && err.contains("SHA-256"), "{err}");
     // a second daemon on a live socket
     let d = common::Daemon::start(&dir.path().join("c"), &[]);
@@ -533,7 +616,14 @@ fn https_with_a_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
@@ -543,7 +633,11 @@ fn https_with_a_certificate() {
         .arg(&cert)
         .output()
         .expect("openssl (the test makes its certificate with it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = Server::start(
         ApiConfig {
             tls_cert: Some(cert.clone()),
@@ -567,17 +661,28 @@ fn https_with_a_certificate() {
     let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
     let mut tcp = TcpStream::connect(s.http).expect("connect");
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
-    let req = format!("GET /healthz HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n", s.http);
+    let req = format!(
+        "GET /healthz HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+        s.http
+    );
     tls.write_all(req.as_bytes()).expect("write over TLS");
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out); // a close without close_notify is fine here
     let out = String::from_utf8_lossy(&out);
-    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("ok\n"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("ok\n"),
+        "{out}"
+    );
     // plain HTTP on the TLS port gets no answer
     let mut plain = TcpStream::connect(s.http).expect("connect");
     plain.write_all(req.as_bytes()).expect("write");
-    plain.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     let mut out = Vec::new();
     let _ = plain.read_to_end(&mut out);
-    assert!(!String::from_utf8_lossy(&out).contains("200"), "plain HTTP was served");
+    assert!(
+        !String::from_utf8_lossy(&out).contains("200"),
+        "plain HTTP was served"
+    );
 }

@@ -222,7 +222,11 @@ fn nesting_is_limited() {
         "the condition is nested 100 levels deep; at most 32 are allowed"
     );
     // a `not` and a parenthesis are one level each
-    let mixed = format!("flows where {}Port = 22{}", "not (".repeat(17), ")".repeat(17));
+    let mixed = format!(
+        "flows where {}Port = 22{}",
+        "not (".repeat(17),
+        ")".repeat(17)
+    );
     let e = parse(&mixed).unwrap_err();
     assert!(e.message.contains("nested 34 levels deep"), "{}", e.message);
 }

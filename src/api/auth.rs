@@ -253,7 +253,7 @@ impl Hosts {
         if host == "localhost" && (lip.is_loopback() || lip.is_unspecified()) {
             return true;
         }
-        self.names.iter().any(|n| *n == host)
+        self.names.contains(&host)
     }
 
     /// An Origin header (`scheme://host[:port]`); `null` and other forms are refused.
@@ -325,7 +325,7 @@ fn deny(code: StatusCode, message: &str) -> Response {
     }
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<Result<&'a str, ()>> {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<Result<&str, ()>> {
     h.get(name).map(|v| v.to_str().map_err(|_| ()))
 }
 
@@ -443,7 +443,11 @@ mod tests {
             (format!("{good}\nwrite b {}\n", "0".repeat(64)), 2, "role"),
             (format!("\n\n{good} extra\n"), 3, "3 fields"),
             ("read a 1234\n".to_string(), 1, "SHA-256"),
-            (format!("{good}\n{}\n", token_line(Role::Admin, "a", "s2")), 2, "already used"),
+            (
+                format!("{good}\n{}\n", token_line(Role::Admin, "a", "s2")),
+                2,
+                "already used",
+            ),
             (format!("read b {}\n", "g".repeat(64)), 1, "SHA-256"),
         ];
         for (text, line, what) in cases {
@@ -456,13 +460,27 @@ mod tests {
     #[test]
     fn hosts_are_this_server_only() {
         let lo = Hosts::new("127.0.0.1:9180".parse().unwrap(), &[]);
-        for ok in ["127.0.0.1:9180", "localhost:9180", "localhost", "[::1]:9180", "127.0.0.2"] {
+        for ok in [
+            "127.0.0.1:9180",
+            "localhost:9180",
+            "localhost",
+            "[::1]:9180",
+            "127.0.0.2",
+        ] {
             assert!(lo.allows(ok), "{ok}");
         }
-        for bad in ["evil.example:9180", "evil.example", "192.0.2.1:9180", "localhost.evil.example"] {
+        for bad in [
+            "evil.example:9180",
+            "evil.example",
+            "192.0.2.1:9180",
+            "localhost.evil.example",
+        ] {
             assert!(!lo.allows(bad), "{bad}");
         }
-        let any = Hosts::new("0.0.0.0:9180".parse().unwrap(), &["Nagare.Example.NET".into()]);
+        let any = Hosts::new(
+            "0.0.0.0:9180".parse().unwrap(),
+            &["Nagare.Example.NET".into()],
+        );
         assert!(any.allows("192.0.2.7:9180"));
         assert!(any.allows("nagare.example.net:443"));
         assert!(!any.allows("rebind.attacker.example:9180"));
@@ -472,7 +490,12 @@ mod tests {
         assert!(!one.allows("localhost:9180"));
         assert!(lo.allows_origin("http://127.0.0.1:9180"));
         assert!(lo.allows_origin("http://localhost:9180"));
-        for bad in ["null", "http://evil.example", "file://", "http://127.0.0.1:9180/x"] {
+        for bad in [
+            "null",
+            "http://evil.example",
+            "file://",
+            "http://127.0.0.1:9180/x",
+        ] {
             assert!(!lo.allows_origin(bad), "{bad}");
         }
     }

@@ -380,7 +380,10 @@ mod tests {
             ..ApiConfig::default()
         };
         let e = open.validate().expect_err("refused").to_string();
-        assert!(e.contains("0.0.0.0:9180") && e.contains("tokens_file"), "{e}");
+        assert!(
+            e.contains("0.0.0.0:9180") && e.contains("tokens_file"),
+            "{e}"
+        );
         assert!(e.contains("nagare token new"), "{e}");
         let with_tokens = ApiConfig {
             tokens_file: Some("/etc/nagare/tokens".into()),

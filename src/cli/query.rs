@@ -40,7 +40,12 @@ pub struct QueryArgs {
     pub token_file: Option<PathBuf>,
     /// The API secret (prefer --token-file: the environment is visible to the
     /// user's other processes).
-    #[arg(long = "token", env = "NAGARE_TOKEN", hide_env_values = true, hide = true)]
+    #[arg(
+        long = "token",
+        env = "NAGARE_TOKEN",
+        hide_env_values = true,
+        hide = true
+    )]
     pub token: Option<String>,
 }
 
@@ -107,9 +112,7 @@ fn send(a: &QueryArgs) -> anyhow::Result<Result<serde_json::Value, serde_json::V
     let status = resp.status();
     let body = resp.into_body().read_to_string()?;
     if status == 401 {
-        bail!(
-            "the server needs a token (HTTP 401): pass --token-file FILE or set NAGARE_TOKEN"
-        );
+        bail!("the server needs a token (HTTP 401): pass --token-file FILE or set NAGARE_TOKEN");
     }
     let v: serde_json::Value =
         serde_json::from_str(&body).with_context(|| format!("HTTP {status}: {body}"))?;

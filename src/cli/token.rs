@@ -39,7 +39,9 @@ pub fn run(c: TokenCommand) -> anyhow::Result<ExitCode> {
                  NAGARE_TOKEN, or nagare query --token-file); it is shown only now:"
             );
             println!("{secret}");
-            eprintln!("# append this line to the tokens file (http.tokens_file), then restart nagare:");
+            eprintln!(
+                "# append this line to the tokens file (http.tokens_file), then restart nagare:"
+            );
             println!("{line}");
             Ok(ExitCode::SUCCESS)
         }

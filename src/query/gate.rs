@@ -137,7 +137,8 @@ impl std::io::Write for BudgetWriter {
         if want > self.buf.capacity() {
             // grow geometrically, but never past the budget
             let cap = self.buf.capacity().saturating_mul(2).max(want).max(4096);
-            self.buf.reserve_exact(cap.min(self.budget) - self.buf.len());
+            self.buf
+                .reserve_exact(cap.min(self.budget) - self.buf.len());
         }
         self.buf.extend_from_slice(data);
         Ok(data.len())
@@ -173,7 +174,10 @@ mod tests {
         }
         assert_eq!(g.acquire().err(), Some(Busy), "the queue of 1 is full");
         drop(first);
-        assert!(rx.recv().expect("waiter answers"), "the waiter got the slot");
+        assert!(
+            rx.recv().expect("waiter answers"),
+            "the waiter got the slot"
+        );
         waiter.join().expect("join");
         assert_eq!((g.running(), g.waiting()), (0, 0));
     }
@@ -209,11 +213,8 @@ mod tests {
         let mut w = BudgetWriter::new(10_000);
         let chunk = [b'x'; 300];
         let mut written = 0;
-        loop {
-            match w.write(&chunk) {
-                Ok(n) => written += n,
-                Err(_) => break,
-            }
+        while let Ok(n) = w.write(&chunk) {
+            written += n;
         }
         // 33 chunks of 300 fit in 10 000 bytes, the 34th does not
         assert_eq!(written, 33 * 300);
