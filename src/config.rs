@@ -82,6 +82,9 @@ impl Config {
                 "listener.listen is empty: nothing to receive on".into(),
             ));
         }
+        self.http
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::http::{self, HealthSource, HttpState, MetricsSource};
+use crate::api::http::{HealthSource, MetricsSource};
 use crate::config::Config;
 use crate::decode::Decoder;
 use crate::decode::persist::DecoderStateFile;
@@ -191,8 +191,6 @@ pub async fn run(
         })
     };
     let web = Arc::new(crate::api::web::Web::load(&state_dir));
-    let tcp = http::bind(cfg.http.listen).await?;
-    let http_addr = tcp.local_addr().map_err(DaemonError::Http)?;
     let health: HealthSource = {
         let rollup = rollup.clone();
         let decoder_file = decoder_file.clone();
@@ -208,29 +206,16 @@ pub async fn run(
             }
         })
     };
-    let app = http::router(HttpState {
+    let api = crate::api::Api::start(
+        &cfg.http,
+        &state_dir,
         metrics,
-        query: Some(qctx.clone()),
-        web: Some(web),
-        health: Some(health),
-    });
-    let sock_path = cfg
-        .http
-        .query_socket
-        .clone()
-        .unwrap_or_else(|| state_dir.join("query.sock"));
-    let sock = crate::api::unix::bind(&sock_path)?;
-    let (stop_sock_tx, stop_sock_rx) = tokio::sync::watch::channel(false);
-    let sock_task = tokio::spawn(crate::api::unix::serve(
-        sock,
-        sock_path.clone(),
         qctx.clone(),
-        stop_sock_rx,
-    ));
-    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(http::serve(tcp, app, async move {
-        let _ = stop_http_rx.await;
-    }));
+        web,
+        Some(health),
+    )
+    .await?;
+    let (http_addr, sock_path) = (api.http_addr, api.socket_path.clone());
 
     // Housekeeping: persist templates when they change, poll kernel drops, expire.
     let (stop_bg_tx, mut stop_bg_rx) = tokio::sync::watch::channel(false);
@@ -328,14 +313,7 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || r.stop()).await;
     }
     decoder_file.save_now(&decoder, now_ms());
-    let _ = stop_sock_tx.send(true);
-    let _ = sock_task.await;
-    let _ = stop_http_tx.send(());
-    match http_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(DaemonError::Http(e)),
-        Err(_) => {}
-    }
+    api.stop().await.map_err(DaemonError::Http)?;
     tracing::info!("stopped");
     drop(state_lock);
     Ok(())

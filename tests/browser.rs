@@ -3,7 +3,8 @@
 //! series query and a group-by query, pins one to a dashboard, reloads, and checks the
 //! rendered tables against the API's answers, that the charts exist with one line per
 //! group, and that the pinned panel survives the reload. Screenshots are saved under
-//! target/browser-screenshots/ (CI keeps them as artifacts).
+//! target/browser-screenshots/ (CI keeps them as artifacts). A second test signs in
+//! with a token (the field, and `?token=`) on a daemon that has tokens.
 //!
 //! Needs chromium and chromedriver: `cargo test --features browser --test browser`.
 #![cfg(feature = "browser")]
@@ -476,5 +477,59 @@ fn web_page_runs_queries_and_keeps_pinned_panels() {
         .expect("dashboard stored");
     assert_eq!(mine["panels"][0]["query"], s4);
     drop(dr);
+    d.terminate();
+}
+
+/// With tokens on, the page asks for a token, keeps it for the tab, and sends it: it
+/// signs in from its field, and from `?token=` (which it removes from the address).
+#[test]
+fn web_page_signs_in_with_a_token() {
+    use nagare::api::auth::{Role, new_token};
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, line) = new_token(Role::Read, "browser").unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{line}\n")).unwrap();
+    let d = Daemon::start(
+        &dir.path().join("state"),
+        &["--tokens-file", tokens.to_str().unwrap()],
+    );
+    let page = format!("http://{}/", d.http);
+    let signed_in = "return document.getElementById('login').classList.contains('hidden')
+         && document.querySelectorAll('#dash-select option').length > 0;";
+
+    // without a token: the sign-in field, then the page's data once signed in
+    let dr = Driver::start(&dir.path().join("profile-1"));
+    dr.go(&page);
+    dr.wait(
+        "the sign-in field",
+        "return !document.getElementById('login').classList.contains('hidden');",
+    );
+    assert_eq!(
+        dr.js(
+            "return document.querySelectorAll('#dash-select option').length;",
+            json!([])
+        ),
+        json!(0),
+        "no data without the token"
+    );
+    dr.js(
+        "document.getElementById('token').value = arguments[0];
+         document.getElementById('login-go').click();",
+        json!([secret]),
+    );
+    dr.wait("the dashboards after signing in", signed_in);
+    run_in_page(&dr, "flows group by Destination Country");
+    drop(dr);
+
+    // ?token= once: kept in sessionStorage and taken out of the address
+    let dr = Driver::start(&dir.path().join("profile-2"));
+    dr.go(&format!("{page}?token={secret}"));
+    dr.wait("the dashboards with ?token=", signed_in);
+    let v = dr.js(
+        "return [location.search, sessionStorage.getItem('nagare.token')];",
+        json!([]),
+    );
+    assert_eq!(v, json!(["", secret]));
+    dr.screenshot("signed-in-with-token");
     d.terminate();
 }

@@ -199,17 +199,36 @@ fn malformed_queries_give_positioned_errors() {
     }
 }
 
+/// Each parenthesis and each `not` is one level: 16 parentheses parse, as do 32; 33
+/// are refused, and the message says how deep the query went and what the limit is.
 #[test]
 fn nesting_is_limited() {
-    let q = format!(
-        "flows where {}Port = 22{}",
-        "(".repeat(100),
-        ")".repeat(100)
+    let nested = |n: usize| format!("flows where {}Port = 22{}", "(".repeat(n), ")".repeat(n));
+    for n in [1, 16, 32] {
+        parse(&nested(n)).unwrap_or_else(|e| panic!("{n} levels: {}", e.message));
+    }
+    for n in [33, 100] {
+        let e = parse(&nested(n)).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!("the condition is nested {n} levels deep; at most 32 are allowed")
+        );
+    }
+    let nots = |n: usize| format!("flows where {}Port = 22", "not ".repeat(n));
+    parse(&nots(32)).unwrap_or_else(|e| panic!("32 nots: {}", e.message));
+    let e = parse(&nots(100)).unwrap_err();
+    assert_eq!(
+        e.message,
+        "the condition is nested 100 levels deep; at most 32 are allowed"
     );
-    let e = parse(&q).unwrap_err();
-    assert!(e.message.contains("nested deeper than"), "{}", e.message);
-    let q = format!("flows where {}Port = 22", "not ".repeat(100));
-    assert!(parse(&q).is_err());
+    // a `not` and a parenthesis are one level each
+    let mixed = format!(
+        "flows where {}Port = 22{}",
+        "not (".repeat(17),
+        ")".repeat(17)
+    );
+    let e = parse(&mixed).unwrap_err();
+    assert!(e.message.contains("nested 34 levels deep"), "{}", e.message);
 }
 
 #[test]

@@ -54,11 +54,47 @@ function compose(text, st) {
   return clause ? text + " " + clause : text;
 }
 
+// ---------- token ----------
+// A server with tokens needs `Authorization: Bearer SECRET`. The page takes the secret
+// from ?token= once (and removes it from the address) or from the sign-in field, and
+// keeps it in sessionStorage (this tab only).
+const TOKEN_KEY = "nagare.token";
+(function tokenFromUrl() {
+  const u = new URL(location.href);
+  const t = u.searchParams.get("token");
+  if (t) {
+    sessionStorage.setItem(TOKEN_KEY, t.trim());
+    u.searchParams.delete("token");
+    history.replaceState(null, "", u.pathname + u.search + u.hash);
+  }
+})();
+function showLogin(msg) {
+  $("login").classList.remove("hidden");
+  $("login-msg").textContent = msg || "";
+  $("token").focus();
+}
+async function signIn() {
+  const t = $("token").value.trim();
+  if (!t) return;
+  sessionStorage.setItem(TOKEN_KEY, t);
+  $("token").value = "";
+  $("login").classList.add("hidden");
+  api("/api/v1/vocabulary").then((r) => { if (r.ok) vocab = r.body; });
+  await loadDashboards();
+  if ($("query").value.trim()) run();
+}
+
 // ---------- API ----------
 async function api(path, opts) {
+  opts = Object.assign({}, opts || {});
+  const headers = Object.assign({}, opts.headers || {});
+  const t = sessionStorage.getItem(TOKEN_KEY);
+  if (t) headers.authorization = "Bearer " + t;
+  opts.headers = headers;
   const r = await fetch(path, opts);
   let body = null;
   try { body = await r.json(); } catch (_) { body = null; }
+  if (r.status === 401) showLogin(t ? "the token was refused; enter another" : "this server needs a token");
   return { ok: r.ok, status: r.status, body };
 }
 function runQuery(q) {
@@ -460,6 +496,8 @@ window.addEventListener("DOMContentLoaded", async () => {
   $("share").addEventListener("click", () => { writeHash(); navigator.clipboard && navigator.clipboard.writeText(location.href); $("status").textContent = "link copied: " + location.href; });
   $("dash-select").addEventListener("change", drawDashboard);
   $("dash-refresh").addEventListener("click", drawDashboard);
+  $("login-go").addEventListener("click", signIn);
+  $("token").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); signIn(); } });
   const inp = $("query");
   inp.addEventListener("input", complete);
   inp.addEventListener("keydown", (e) => {

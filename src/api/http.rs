@@ -13,7 +13,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::ApiError;
-use crate::query::{self, Context};
+use crate::query::{self, Context, ErrorKind};
 use crate::telemetry::Exposition;
 
 /// Anything that can render Prometheus metrics.
@@ -34,6 +34,7 @@ pub struct HttpState {
     pub web: Option<Arc<super::web::Web>>,
     /// What `/healthz` reports: Err(reason) answers 503 with the reason (None: always ok).
     pub health: Option<HealthSource>,
+    pub api: Arc<super::ApiMetrics>,
 }
 
 /// Err(reason) while the daemon cannot do its job (e.g. data cannot be written).
@@ -42,6 +43,7 @@ pub type HealthSource = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let mut e = Exposition::new();
     s.metrics.render(&mut e);
+    s.api.render(&mut e);
     (
         StatusCode::OK,
         [(
@@ -80,28 +82,45 @@ pub struct GetQuery {
     now: Option<i64>,
 }
 
-/// Runs a query on a blocking thread; Ok = result JSON, Err = error JSON (HTTP 400).
-pub async fn run_query(
-    ctx: Arc<Context>,
-    text: String,
-    now: Option<i64>,
-) -> Result<serde_json::Value, serde_json::Value> {
-    let now = now.unwrap_or_else(|| crate::daemon::now_ms() / 1000);
-    let t = text.clone();
-    let res = tokio::task::spawn_blocking(move || query::run(&ctx, &t, now)).await;
-    match res {
-        Ok(Ok(r)) => Ok(serde_json::to_value(r).unwrap_or_default()),
-        Ok(Err(e)) => Err(e.to_json(&text)),
-        Err(_) => Err(
-            serde_json::json!({"error": {"kind": "unavailable", "message": "the query failed unexpectedly"}}),
-        ),
+/// A query's answer: the result JSON, or an HTTP status and the error JSON.
+pub type Answer = Result<Vec<u8>, (StatusCode, serde_json::Value)>;
+
+/// The HTTP status of a query error: 429 busy, 500 internal, 400 otherwise.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Syntax | ErrorKind::Plan | ErrorKind::Limit | ErrorKind::Unavailable => {
+            StatusCode::BAD_REQUEST
+        }
     }
 }
 
-fn respond(r: Result<serde_json::Value, serde_json::Value>) -> Response {
+/// Runs a query on a blocking thread; its result is serialized there, inside the
+/// query's slot and byte budget.
+pub async fn run_query(ctx: Arc<Context>, text: String, now: Option<i64>) -> Answer {
+    let now = now.unwrap_or_else(|| crate::daemon::now_ms() / 1000);
+    let t = text.clone();
+    let res = tokio::task::spawn_blocking(move || query::run_json(&ctx, &t, now)).await;
+    match res {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err((status_of(e.kind), e.to_json(&text))),
+        Err(_) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"error": {"kind": "internal", "message": "the query failed unexpectedly"}}),
+        )),
+    }
+}
+
+fn respond(r: Answer) -> Response {
     match r {
-        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, Json(e)).into_response(),
+        Ok(bytes) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        Err((code, e)) => (code, Json(e)).into_response(),
     }
 }
 
@@ -180,7 +199,8 @@ async fn vocabulary(State(s): State<HttpState>) -> Response {
     .into_response()
 }
 
-pub fn router(state: HttpState) -> Router {
+/// The routes, behind the request guard (see `auth`).
+pub fn router(state: HttpState, access: Arc<super::auth::Access>) -> Router {
     let mut r = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -190,6 +210,10 @@ pub fn router(state: HttpState) -> Router {
         r = super::web::routes(r);
     }
     r.with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            super::auth::guard,
+        ))
 }
 
 /// Binds the HTTP listener (so the caller learns the address, port 0 included).
@@ -197,15 +221,4 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ApiError>
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ApiError::Bind { addr, source })
-}
-
-/// Serves until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

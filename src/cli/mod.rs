@@ -6,6 +6,7 @@ mod generate;
 mod query;
 mod replay;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Export stored rollup rows as CSV or JSON lines.
     Export(export::ExportArgs),
+    /// Make API tokens (`nagare token new --role read NAME`).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -47,5 +51,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gen(a) => generate::run(a),
         Command::Export(a) => export::run(a),
         Command::Query(a) => query::run(a),
+        Command::Token(c) => token::run(c),
     }
 }

@@ -35,6 +35,32 @@ pub struct QueryArgs {
     /// Evaluate as if now were this Unix time.
     #[arg(long)]
     pub now: Option<i64>,
+    /// File holding the API secret (its first line), for a server with tokens.
+    #[arg(long, conflicts_with = "socket")]
+    pub token_file: Option<PathBuf>,
+    /// The API secret (prefer --token-file: the environment is visible to the
+    /// user's other processes).
+    #[arg(
+        long = "token",
+        env = "NAGARE_TOKEN",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub token: Option<String>,
+}
+
+/// The secret to send, from --token-file or NAGARE_TOKEN.
+fn secret(a: &QueryArgs) -> anyhow::Result<Option<String>> {
+    if let Some(p) = &a.token_file {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the token file {}", p.display()))?;
+        let s = text.lines().next().unwrap_or("").trim().to_string();
+        if s.is_empty() {
+            bail!("the token file {} is empty", p.display());
+        }
+        return Ok(Some(s));
+    }
+    Ok(a.token.clone().filter(|t| !t.trim().is_empty()))
 }
 
 fn terminal_width() -> usize {
@@ -72,15 +98,22 @@ fn send(a: &QueryArgs) -> anyhow::Result<Result<serde_json::Value, serde_json::V
         });
     }
     let url = format!("{}/api/v1/query", a.server.trim_end_matches('/'));
-    let resp = ureq::post(&url)
+    let mut r = ureq::post(&url)
         .config()
         .http_status_as_error(false)
         .build()
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    if let Some(t) = secret(a)? {
+        r = r.header("authorization", &format!("Bearer {t}"));
+    }
+    let resp = r
         .send(req.to_string().as_bytes())
         .with_context(|| format!("cannot reach nagare at {}", a.server))?;
     let status = resp.status();
     let body = resp.into_body().read_to_string()?;
+    if status == 401 {
+        bail!("the server needs a token (HTTP 401): pass --token-file FILE or set NAGARE_TOKEN");
+    }
     let v: serde_json::Value =
         serde_json::from_str(&body).with_context(|| format!("HTTP {status}: {body}"))?;
     Ok(if status.is_success() { Ok(v) } else { Err(v) })
@@ -116,7 +149,10 @@ pub fn run(a: QueryArgs) -> anyhow::Result<ExitCode> {
                     ),
                 }
             }
-            if e["error"]["kind"] == "unavailable" {
+            if e["error"]["kind"] == "busy" {
+                bail!("the daemon is busy (too many queries running or waiting); try again");
+            }
+            if e["error"]["kind"] == "unavailable" || e["error"]["kind"] == "internal" {
                 bail!("the daemon could not answer");
             }
             Ok(ExitCode::from(2))

@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Directory for state that must survive a restart. Default /var/lib/nagare.
     #[arg(long, env = "STATE_DIRECTORY")]
     pub state_dir: Option<PathBuf>,
+    /// Bearer tokens file (`ROLE NAME SHA256` lines; `nagare token new` makes them).
+    /// Required when --http is not a loopback address.
+    #[arg(long)]
+    pub tokens_file: Option<PathBuf>,
     /// Unix query socket (default <state-dir>/query.sock).
     #[arg(long)]
     pub query_socket: Option<PathBuf>,
@@ -45,6 +49,9 @@ pub fn build_config(a: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(h) = a.http {
         cfg.http.listen = h;
+    }
+    if let Some(p) = &a.tokens_file {
+        cfg.http.tokens_file = Some(p.clone());
     }
     if let Some(p) = &a.query_socket {
         cfg.http.query_socket = Some(p.clone());

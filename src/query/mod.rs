@@ -11,6 +11,7 @@
 pub mod ast;
 pub mod catalog;
 pub mod exec;
+pub mod gate;
 pub mod lexer;
 pub mod parser;
 pub mod planner;
@@ -42,6 +43,10 @@ pub enum ErrorKind {
     Plan,
     Limit,
     Unavailable,
+    /// The query queue was full: try again later (HTTP 429).
+    Busy,
+    /// A bug stopped the query (HTTP 500).
+    Internal,
 }
 
 impl QueryError {
@@ -65,6 +70,13 @@ impl QueryError {
             span: None,
             hint,
             kind: ErrorKind::Limit,
+        }
+    }
+
+    fn runtime(kind: ErrorKind, message: &str, hint: Option<String>) -> Self {
+        Self {
+            kind,
+            ..Self::limit(message, hint)
         }
     }
 
@@ -133,6 +145,10 @@ pub struct QueryConfig {
     pub default_limit: usize,
     /// Queries running at once; more wait their turn.
     pub max_concurrent: usize,
+    /// Queries waiting for their turn; past it a query is refused as busy (HTTP 429).
+    pub max_queued: usize,
+    /// Bytes of JSON one query's result may take; a larger result is an error.
+    pub max_result_bytes: usize,
     /// Threads one query scans with.
     pub threads: usize,
 }
@@ -145,6 +161,8 @@ impl Default for QueryConfig {
             max_groups: 500_000,
             default_limit: 100,
             max_concurrent: 2,
+            max_queued: 16,
+            max_result_bytes: 64 << 20,
             threads: 2,
         }
     }
@@ -211,7 +229,7 @@ pub struct Context {
     pub learned_ifnames: Arc<dyn Fn(crate::model::ExporterId, u32) -> Option<String> + Send + Sync>,
     pub cfg: QueryConfig,
     pub metrics: Arc<QueryMetrics>,
-    gate: Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+    gate: gate::Gate,
 }
 
 #[derive(Default)]
@@ -220,6 +238,8 @@ pub struct QueryMetrics {
     pub syntax_errors: crate::telemetry::Counter,
     pub plan_errors: crate::telemetry::Counter,
     pub limit_errors: crate::telemetry::Counter,
+    pub busy: crate::telemetry::Counter,
+    pub internal_errors: crate::telemetry::Counter,
     pub rows_scanned: crate::telemetry::Counter,
     pub duration: std::sync::OnceLock<crate::telemetry::Histogram>,
 }
@@ -240,6 +260,8 @@ impl QueryMetrics {
             ("syntax_error", self.syntax_errors.get()),
             ("plan_error", self.plan_errors.get()),
             ("limit_error", self.limit_errors.get()),
+            ("busy", self.busy.get()),
+            ("internal_error", self.internal_errors.get()),
         ] {
             out.sample("nagare_query_queries_total", &[("outcome", k)], v as f64);
         }
@@ -268,10 +290,15 @@ impl Context {
             store,
             enricher,
             learned_ifnames,
-            cfg,
             metrics: Arc::new(QueryMetrics::default()),
-            gate: Arc::new((std::sync::Mutex::new(0), std::sync::Condvar::new())),
+            gate: gate::Gate::new(cfg.max_concurrent, cfg.max_queued),
+            cfg,
         }
+    }
+
+    /// The gate queries run through.
+    pub fn gate(&self) -> &gate::Gate {
+        &self.gate
     }
 
     /// The time zone for `during` and local date-times.
@@ -286,48 +313,88 @@ impl Context {
 }
 
 /// Parses, plans and runs a query at time `now_s` (Unix seconds). Blocking: call from
-/// a blocking context (the API uses `spawn_blocking`).
+/// a blocking context.
 pub fn run(ctx: &Context, text: &str, now_s: i64) -> Result<QueryResult, QueryError> {
-    let t0 = std::time::Instant::now();
-    // concurrency gate
-    {
-        let (m, cv) = &*ctx.gate;
-        let mut n = match m.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        while *n >= ctx.cfg.max_concurrent.max(1) {
-            n = match cv.wait(n) {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+    gated(ctx, text, now_s, Ok)
+}
+
+/// Runs a query and serializes its result as JSON, both inside the query's slot and
+/// within `query.max_result_bytes`. What the API and the socket answer with.
+pub fn run_json(ctx: &Context, text: &str, now_s: i64) -> Result<Vec<u8>, QueryError> {
+    gated(ctx, text, now_s, |r| {
+        let mut w = gate::BudgetWriter::new(ctx.cfg.max_result_bytes);
+        match serde_json::to_writer(&mut w, &r) {
+            Ok(()) => Ok(w.into_inner()),
+            Err(_) if w.over_budget() => Err(QueryError::limit(
+                &format!(
+                    "the result is larger than {} bytes",
+                    ctx.cfg.max_result_bytes
+                ),
+                Some("add or lower the limit, filter more, or raise query.max_result_bytes".into()),
+            )),
+            Err(e) => Err(QueryError::runtime(
+                ErrorKind::Internal,
+                &format!("cannot encode the result: {e}"),
+                None,
+            )),
         }
-        *n += 1;
-    }
-    let res = (|| {
-        let ast = parser::parse(text)?;
-        let plan = planner::plan(&ast, ctx, now_s)?;
-        exec::execute(&plan, ctx, t0)
-    })();
-    {
-        let (m, cv) = &*ctx.gate;
-        let mut n = match m.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *n = n.saturating_sub(1);
-        cv.notify_one();
-    }
-    ctx.metrics.hist().observe(t0.elapsed().as_secs_f64());
+    })
+}
+
+/// Test-only: a query with this text panics while it holds its slot.
+#[cfg(test)]
+pub(crate) const PANIC_QUERY: &str = "test: panic while running";
+
+/// Waits for a slot (or answers busy), then parses, plans, runs and `finish`es the
+/// query while holding it. The time limit counts from when the query starts running.
+/// A panic is caught and answered as an internal error; the slot is released by its
+/// guard either way.
+fn gated<R>(
+    ctx: &Context,
+    text: &str,
+    now_s: i64,
+    finish: impl FnOnce(QueryResult) -> Result<R, QueryError>,
+) -> Result<R, QueryError> {
+    let res = match ctx.gate.acquire() {
+        Err(gate::Busy) => Err(QueryError::runtime(
+            ErrorKind::Busy,
+            "busy: too many queries are running or waiting",
+            Some("try again in a moment".into()),
+        )),
+        Ok(slot) => {
+            let t0 = std::time::Instant::now();
+            let work = std::panic::AssertUnwindSafe(|| {
+                #[cfg(test)]
+                if text == PANIC_QUERY {
+                    panic!("test panic inside a query");
+                }
+                let ast = parser::parse(text)?;
+                let plan = planner::plan(&ast, ctx, now_s)?;
+                let r = exec::execute(&plan, ctx, t0)?;
+                ctx.metrics.rows_scanned.add(r.stats.rows_scanned);
+                finish(r)
+            });
+            let res = std::panic::catch_unwind(work).unwrap_or_else(|_| {
+                tracing::error!(query = %text, "a query panicked (a bug); its slot is released");
+                Err(QueryError::runtime(
+                    ErrorKind::Internal,
+                    "the query failed unexpectedly (an internal error)",
+                    None,
+                ))
+            });
+            drop(slot);
+            ctx.metrics.hist().observe(t0.elapsed().as_secs_f64());
+            res
+        }
+    };
     match &res {
-        Ok(r) => {
-            ctx.metrics.ok.inc();
-            ctx.metrics.rows_scanned.add(r.stats.rows_scanned);
-        }
+        Ok(_) => ctx.metrics.ok.inc(),
         Err(e) => match e.kind {
             ErrorKind::Syntax => ctx.metrics.syntax_errors.inc(),
             ErrorKind::Plan => ctx.metrics.plan_errors.inc(),
             ErrorKind::Limit | ErrorKind::Unavailable => ctx.metrics.limit_errors.inc(),
+            ErrorKind::Busy => ctx.metrics.busy.inc(),
+            ErrorKind::Internal => ctx.metrics.internal_errors.inc(),
         },
     }
     res

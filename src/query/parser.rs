@@ -770,26 +770,50 @@ impl P<'_> {
         Ok(Order { key, desc })
     }
 
+    /// Enters one level of nesting (an opening parenthesis or a `not`).
     fn nest(&mut self, at: Span) -> Result<(), QueryError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
+            let depth = self.depth + self.parens_ahead();
             return Err(QueryError::at(
                 at,
-                &format!("the condition is nested deeper than {MAX_DEPTH} levels"),
-                None,
+                &format!(
+                    "the condition is nested {depth} levels deep; at most {MAX_DEPTH} are allowed"
+                ),
+                Some("each parenthesis and each `not` is one level".into()),
             ));
         }
         Ok(())
     }
 
+    /// How much deeper the nesting from here goes (to tell the real depth): the
+    /// `not`s and parentheses opened before the next predicate, then the parentheses.
+    fn parens_ahead(&self) -> usize {
+        let (mut d, mut max) = (0usize, 0usize);
+        let mut prefix = true;
+        for t in &self.t[self.i..] {
+            match &t.tok {
+                Tok::Word(w) if prefix && w.eq_ignore_ascii_case("not") => {
+                    d += 1;
+                    max = max.max(d);
+                }
+                Tok::LParen => {
+                    d += 1;
+                    max = max.max(d);
+                }
+                Tok::RParen if d == 0 => break,
+                Tok::RParen => d -= 1,
+                _ => prefix = false,
+            }
+        }
+        max
+    }
+
     fn cond(&mut self) -> Result<Cond, QueryError> {
-        let at = self.next_span();
-        self.nest(at)?;
         let mut ors = vec![self.and()?];
         while self.eat_word("or").is_some() {
             ors.push(self.and()?);
         }
-        self.depth -= 1;
         Ok(if ors.len() == 1 {
             ors.pop().unwrap_or(Cond::And(vec![]))
         } else {
