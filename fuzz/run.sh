@@ -76,8 +76,10 @@ for t in "${targets[@]}"; do
   fi
   failed+=("$t")
   summary+=("FAILED $line")
-  echo "$t: FAILED (exit $status); the end of $log:"
-  grep -v -E '^#[0-9]+|^INFO:' "$log" | tail -60
+  echo "$t: FAILED (exit $status); the panic and the end of $log:"
+  grep -A12 -m1 'panicked at' "$log" || true
+  echo "..."
+  grep -v -E '^#[0-9]+|^INFO:' "$log" | tail -40
   artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
   if [ -n "$artifact" ] && [ -f "$artifact" ]; then
     size=$(wc -c <"$artifact")
