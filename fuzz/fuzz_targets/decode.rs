@@ -1,6 +1,7 @@
-//! Feeds arbitrary bytes to both decoders. The first byte picks the version to
-//! prepend a valid-looking header for, so the fuzzer reaches set and record parsing;
-//! a template datagram is decoded first so data sets exercise the fast path too.
+//! Feeds arbitrary bytes to both decoders (the fast path and the reference one) as one
+//! datagram from one exporter, twice: the first pass may define templates the second
+//! uses. A returned error is counted. Seeds (`examples/fuzz_seeds.rs`) are whole
+//! generated datagrams, their first ones carrying the templates their data sets use.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -28,6 +28,9 @@ pub const VERSION: u8 = 1;
 const HEADER: usize = 14;
 /// Frames larger than this are corrupt by definition (a chunk is bounded by caps).
 const MAX_FRAME: usize = 1 << 30;
+/// Bucket starts further than this from 1970 (about 34 800 years) are corrupt: within
+/// it, a start plus or minus any bucket size or offset stays an `i64`.
+const MAX_START: i64 = 1 << 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
@@ -248,6 +251,9 @@ pub fn decode(b: &[u8]) -> Result<Chunk, SegmentError> {
         return Err(SegmentError::Corrupt("zero resolution"));
     }
     let start = r.z()?;
+    if start.unsigned_abs() > MAX_START.unsigned_abs() {
+        return Err(SegmentError::Corrupt("bucket start out of range"));
+    }
     let shard = u16::try_from(r.v()?).map_err(|_| SegmentError::Corrupt("shard"))?;
     let seq = r.v()?;
     let n = r.count()?;
@@ -620,6 +626,37 @@ mod tests {
     fn round_trip() {
         let c = chunk(42);
         assert_eq!(decode(&encode(&c)).unwrap(), c);
+    }
+
+    /// A chunk whose bucket starts at the end of time decoded, and the time arithmetic
+    /// on it (`start + res`, `start + first`) overflowed (the `segment` fuzz target
+    /// checks that this cannot happen).
+    #[test]
+    fn bucket_starts_near_the_end_of_time_are_corrupt() {
+        // res 60, start i64::MAX (zigzag varint), then every count and total zero
+        let mut payload = vec![
+            0x3c, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        payload.extend([0; 15]);
+        assert!(matches!(
+            decode(&payload),
+            Err(SegmentError::Corrupt("bucket start out of range"))
+        ));
+        // the same chunk starting in 2025 decodes
+        let mut ok = vec![0x3c];
+        let mut w = W(Vec::new());
+        w.z(1_764_000_000);
+        ok.extend(w.0);
+        ok.extend([0; 15]);
+        assert_eq!(decode(&ok).map(|c| c.start).ok(), Some(1_764_000_000));
+        for start in [MAX_START, -MAX_START] {
+            assert!(decode(&encode(&Chunk { start, ..chunk(1) })).is_ok());
+            let c = Chunk {
+                start: start + start.signum(),
+                ..chunk(1)
+            };
+            assert!(decode(&encode(&c)).is_err(), "{start}");
+        }
     }
 
     #[test]
