@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
 use std::time::Duration;
+use tracing::Instrument;
 
 use crate::api::http::{HealthSource, MetricsSource};
 use crate::config::Config;
@@ -219,13 +221,15 @@ pub async fn run(
 
     // Housekeeping: persist templates when they change, poll kernel drops, expire.
     let (stop_bg_tx, mut stop_bg_rx) = tokio::sync::watch::channel(false);
-    let bg = {
-        let decoder = decoder.clone();
-        let decoder_file = decoder_file.clone();
-        let listener = listener.clone();
-        let enricher = enricher.clone();
-        let rollup = rollup.clone();
-        tokio::spawn(async move {
+    let bg =
+        {
+            let decoder = decoder.clone();
+            let decoder_file = decoder_file.clone();
+            let listener = listener.clone();
+            let enricher = enricher.clone();
+            let rollup = rollup.clone();
+            let span = tracing::info_span!("housekeeping");
+            tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut n: u64 = 0;
             let mut hup =
@@ -286,8 +290,8 @@ pub async fn run(
                     }
                 }
             }
-        })
-    };
+        }.instrument(span))
+        };
 
     let bound = Bound {
         udp,

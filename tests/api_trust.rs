@@ -60,7 +60,14 @@ impl Server {
         let web = Arc::new(nagare::api::web::Web::load(dir.path()));
         let metrics: Arc<dyn nagare::api::http::MetricsSource> =
             Arc::new(|_: &mut nagare::telemetry::Exposition| {});
-        let api = rt.block_on(Api::start(&http, dir.path(), metrics, ctx.clone(), web, None))?;
+        let api = rt.block_on(Api::start(
+            &http,
+            dir.path(),
+            metrics,
+            ctx.clone(),
+            web,
+            None,
+        ))?;
         Ok(Server {
             http: api.http_addr,
             socket: api.socket_path.clone(),

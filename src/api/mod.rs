@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use serde::{Deserialize, Serialize};
 
@@ -320,21 +321,29 @@ impl Api {
             .unwrap_or_else(|| state_dir.join("query.sock"));
         let sock = unix::bind(&socket_path)?;
         let (stop_sock, stop_sock_rx) = tokio::sync::watch::channel(false);
-        let sock_task = tokio::spawn(unix::serve(
-            sock,
-            socket_path.clone(),
-            query,
-            stop_sock_rx,
-            unix::SocketOptions {
-                timeout: Duration::from_millis(cfg.socket_timeout_ms),
-            },
-            api_metrics.clone(),
-        ));
+        let sock_span = tracing::info_span!("query_socket", path = %socket_path.display());
+        let sock_task = tokio::spawn(
+            unix::serve(
+                sock,
+                socket_path.clone(),
+                query,
+                stop_sock_rx,
+                unix::SocketOptions {
+                    timeout: Duration::from_millis(cfg.socket_timeout_ms),
+                },
+                api_metrics.clone(),
+            )
+            .instrument(sock_span),
+        );
         let (stop_http, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
         let opts = conn::ServeOptions::from_config(cfg, tls);
-        let http_task = tokio::spawn(conn::serve(tcp, app, opts, api_metrics, async move {
-            let _ = stop_http_rx.await;
-        }));
+        let http_span = tracing::info_span!("http", addr = %http_addr);
+        let http_task = tokio::spawn(
+            conn::serve(tcp, app, opts, api_metrics, async move {
+                let _ = stop_http_rx.await;
+            })
+            .instrument(http_span),
+        );
         Ok(Self {
             http_addr,
             socket_path,

@@ -229,7 +229,8 @@ async fn write_line(w: &mut tokio::net::unix::OwnedWriteHalf, v: &[u8]) -> std::
     w.write_all(b"\n").await
 }
 
-/// Serves the socket until `shutdown` completes, then removes it.
+/// Serves the socket until `shutdown` completes, then removes it. The caller runs it
+/// in its span (`.instrument`).
 pub async fn serve(
     l: UnixListener,
     path: PathBuf,
@@ -238,8 +239,6 @@ pub async fn serve(
     opts: SocketOptions,
     metrics: Arc<ApiMetrics>,
 ) {
-    let span = tracing::info_span!("query_socket", path = %path.display());
-    let _g = span.enter();
     let log = AcceptErrorLog::new("socket", ACCEPT_LOG_INTERVAL);
     loop {
         tokio::select! {

@@ -282,8 +282,11 @@ impl<T: Copy> From<Vec<T>> for SegVec<T> {
 
 impl<T: Copy> FromIterator<T> for SegVec<T> {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let iter = iter.into_iter();
         let mut segs = Vec::new();
-        let mut part: Vec<T> = Vec::with_capacity(SEG_LEN);
+        // as much as the iterator promises, up to a segment: a one-row chunk does not
+        // allocate a whole segment
+        let mut part: Vec<T> = Vec::with_capacity(iter.size_hint().0.min(SEG_LEN));
         let mut len = 0;
         for x in iter {
             part.push(x);

@@ -348,7 +348,7 @@ impl Store {
             }
             if let Some(root) = &self.root {
                 for (start, path) in segment::list(root, rc.seconds) {
-                    if start + segment::file_span(rc.seconds) <= cutoff
+                    if start.saturating_add(segment::file_span(rc.seconds)) <= cutoff
                         && let Err(e) = std::fs::remove_file(&path)
                     {
                         tracing::warn!(path = %path.display(), error = %e, "cannot remove an expired segment");
@@ -387,7 +387,7 @@ impl Store {
             let cutoff = now_s - rc.retention_secs;
             let mut chunks = Vec::new();
             for (start, path) in segment::list(&root, rc.seconds) {
-                if start + segment::file_span(rc.seconds) <= cutoff {
+                if start.saturating_add(segment::file_span(rc.seconds)) <= cutoff {
                     continue;
                 }
                 let bytes = match std::fs::read(&path) {
@@ -418,7 +418,7 @@ impl Store {
             }
             per_res.push(chunks);
         }
-        self.seq.store(max_seq + 1, Ordering::Relaxed);
+        self.seq.store(max_seq.saturating_add(1), Ordering::Relaxed);
         // Coarse buckets a crash left open: rebuild from the finest chunks they miss.
         let mut recovered: Vec<Chunk> = Vec::new();
         if let Some((finest, coarse)) = per_res.split_first() {
