@@ -210,8 +210,12 @@ impl ExporterTable {
         counters: impl FnOnce() -> Arc<ExporterCounters>,
     ) -> Arc<ExporterState> {
         if let Some(st) = self.get(&id) {
-            let before = st.last_seen.swap(now_s, Ordering::Relaxed);
-            if before.div_euclid(60) != now_s.div_euclid(60) {
+            // written at most once a minute: no shared cache line written per datagram
+            let before = st.last_seen.load(Ordering::Relaxed);
+            if before.div_euclid(60) != now_s.div_euclid(60)
+                && st.last_seen.swap(now_s, Ordering::Relaxed).div_euclid(60)
+                    != now_s.div_euclid(60)
+            {
                 self.rerank(&st, now_s);
             }
             return st;
