@@ -135,11 +135,11 @@ pub struct BoundSocket {
 /// Fails when another socket holds `addr`: nagare's sockets share their port among
 /// themselves (SO_REUSEPORT), which would also let a second process take half of the
 /// traffic without a word. A probe socket without the reuse options cannot bind while
-/// any other socket holds the port. Port 0 (the kernel chooses) needs no probe.
-fn ensure_free(addr: SocketAddr) -> Result<(), ListenerError> {
-    if addr.port() == 0 {
-        return Ok(());
-    }
+/// any other socket holds the port. For port 0, the probe's port is the answer: the
+/// kernel would otherwise give a SO_REUSEPORT socket a port that another process of
+/// the same user holds with SO_REUSEPORT (two collectors started on port 0, as tests
+/// do, would share one port and each other's traffic).
+fn ensure_free(addr: SocketAddr) -> Result<SocketAddr, ListenerError> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -151,7 +151,12 @@ fn ensure_free(addr: SocketAddr) -> Result<(), ListenerError> {
         let _ = probe.set_only_v6(false);
     }
     match probe.bind(&addr.into()) {
-        Ok(()) => Ok(()),
+        Ok(()) if addr.port() == 0 => Ok(probe
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(addr)),
+        Ok(()) => Ok(addr),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ListenerError::InUse { addr }),
         Err(e) => Err(err(e)),
     }
@@ -375,7 +380,7 @@ impl Listener {
     ) -> Result<Self, ListenerError> {
         let mut bound = Vec::new();
         for addr in &cfg.listen {
-            ensure_free(*addr)?;
+            let addr = &ensure_free(*addr)?;
             let first = bind(*addr, cfg.receive_buffer_bytes)?;
             // With port 0, the extra sockets must share the port the kernel picked.
             let actual = first.local;
