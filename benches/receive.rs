@@ -37,9 +37,9 @@ use nagare::enrich::Enricher;
 use nagare::enrich::geoip::GeoTable;
 use nagare::enrich::inventory::Inventory;
 use nagare::generate::encode::{Exporter, GenRecord};
-use nagare::listener::{Handover, ListenerConfig, RecordSink};
+use nagare::listener::ListenerConfig;
 use nagare::model::FlowRecord;
-use nagare::pipeline::Pipeline;
+use nagare::pipeline::{Handover, Pipeline, RecordSink};
 use nagare::rollup::{Rollup, RollupConfig};
 
 struct Args {
@@ -145,7 +145,7 @@ fn site_streams(records: usize, rate: usize, now: i64) -> (Stream, Stream) {
 
 fn main() {
     let a = args();
-    let now = nagare::daemon::now_ms();
+    let now = nagare::util::now_ms();
     // the warm-up stream (other flows) fills the tables, as a running collector's are
     let (warm, dgs) = if a.site_rate > 0 {
         site_streams(a.records, a.site_rate, now)

@@ -100,7 +100,7 @@ fn main() {
     let caps: Vec<usize> = res.iter().map(|r| r.max_rows).collect();
     let t = Instant::now();
     let store = nagare::rollup::store::Store::new(Some(dir.join("rollup")), res, week::SHARDS, 0);
-    let rep = store.load(nagare::daemon::now_ms() / 1000, &caps).unwrap();
+    let rep = store.load(nagare::util::now_ms() / 1000, &caps).unwrap();
     println!(
         "load on restart         {:>9.2} s   ({} chunks, {} rows, {} damaged frames, {} coarse buckets rebuilt)",
         t.elapsed().as_secs_f64(),

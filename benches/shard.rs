@@ -70,7 +70,7 @@ fn run(
         })
         .collect();
     // start mid-minute of a fixed hour
-    let t0_ms: i64 = (nagare::daemon::now_ms() / 3_600_000) * 3_600_000 + 20_000;
+    let t0_ms: i64 = (nagare::util::now_ms() / 3_600_000) * 3_600_000 + 20_000;
     let total = seconds as u64 * rate;
     let mut per: Vec<Vec<FlowIn>> = (0..SHARDS).map(|_| Vec::with_capacity(BATCH)).collect();
     let mut ticked_s = t0_ms / 1000;

@@ -12,6 +12,7 @@ use crate::enrich::EnrichConfig;
 use crate::listener::ListenerConfig;
 use crate::query::QueryConfig;
 use crate::rollup::RollupConfig;
+use crate::util::line_col;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -99,14 +100,6 @@ pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         }
         None => msg,
     }
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 #[cfg(test)]

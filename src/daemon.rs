@@ -2,7 +2,7 @@
 //! shutdown future completes, then drains them in reverse order.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -17,6 +17,7 @@ use crate::listener::Listener;
 use crate::pipeline::Pipeline;
 use crate::rollup::Rollup;
 use crate::telemetry::Exposition;
+use crate::util::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -43,19 +44,6 @@ pub struct Bound {
 }
 
 pub use crate::decode::persist::DECODER_STATE_FILE;
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename; the temporary
-/// file is removed if anything fails).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::decode::persist::write_atomic(path, bytes)
-}
 
 /// Keeps glibc from handing large blocks back to the kernel at every free. Open
 /// buckets are published as fresh copies of their rows every second (megabytes per

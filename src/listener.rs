@@ -18,7 +18,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::decode::Decoder;
 use crate::model::FlowRecord;
+use crate::pipeline::{Handover, RecordSink};
 use crate::telemetry::{Counter, Exposition, Gauge};
+use crate::util::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
@@ -77,34 +79,6 @@ impl Default for ListenerConfig {
             allow: Vec::new(),
         }
     }
-}
-
-/// Where a hand-over of records stands in its receive thread's work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Handover {
-    /// Records of a receive call, more of which follow. `backlog` says the socket had
-    /// more datagrams waiting than one receive takes: the sink should hand work to
-    /// other threads rather than do it on the receiving one.
-    Part { backlog: bool },
-    /// The last records of a receive call (possibly none).
-    End { backlog: bool },
-    /// The socket is quiet, or the thread stops: hand over whatever waits.
-    Quiet,
-}
-
-impl Handover {
-    pub fn backlog(self) -> bool {
-        matches!(
-            self,
-            Self::Part { backlog: true } | Self::End { backlog: true }
-        )
-    }
-}
-
-/// Where decoded records go (enrichment and rollups in the daemon; a collector in tests).
-pub trait RecordSink: Send + Sync {
-    /// Takes the records of `batch` (leaving it empty, capacity kept).
-    fn ingest(&self, batch: &mut Vec<FlowRecord>, how: Handover);
 }
 
 /// Per-socket counters.
@@ -527,13 +501,6 @@ fn allowed(allow: &[ipnetwork::IpNetwork], ip: std::net::IpAddr) -> bool {
     }
     let ip = crate::model::canonical_ip(ip);
     allow.iter().any(|n| n.contains(ip))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Runs `f` (decoding and handing over one receive's records); a panic in it is caught

@@ -1,9 +1,37 @@
-//! The glue between stages: decoded records from the listener threads go through
-//! enrichment to the rollup shards.
+//! The contract between stages: decoded records from the listener threads are handed
+//! to a [`RecordSink`] (in the daemon: counted here, then through enrichment to the
+//! rollup shards), saying with a [`Handover`] where the receive thread stands.
 
-use crate::listener::{Handover, RecordSink};
 use crate::model::FlowRecord;
 use crate::telemetry::{Counter, Exposition};
+
+/// Where a hand-over of records stands in its receive thread's work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// Records of a receive call, more of which follow. `backlog` says the socket had
+    /// more datagrams waiting than one receive takes: the sink should hand work to
+    /// other threads rather than do it on the receiving one.
+    Part { backlog: bool },
+    /// The last records of a receive call (possibly none).
+    End { backlog: bool },
+    /// The socket is quiet, or the thread stops: hand over whatever waits.
+    Quiet,
+}
+
+impl Handover {
+    pub fn backlog(self) -> bool {
+        matches!(
+            self,
+            Self::Part { backlog: true } | Self::End { backlog: true }
+        )
+    }
+}
+
+/// Where decoded records go (enrichment and rollups in the daemon; a collector in tests).
+pub trait RecordSink: Send + Sync {
+    /// Takes the records of `batch` (leaving it empty, capacity kept).
+    fn ingest(&self, batch: &mut Vec<FlowRecord>, how: Handover);
+}
 
 /// Counters of what entered the pipeline (after decoding, sampling applied).
 #[derive(Default)]

@@ -47,7 +47,7 @@ pub struct Built {
 
 /// The end of the stored week: a fixed hour so that reruns reuse the data.
 pub fn week_end_s() -> i64 {
-    let now = nagare::daemon::now_ms() / 1000;
+    let now = nagare::util::now_ms() / 1000;
     now - now.rem_euclid(3600)
 }
 
@@ -152,6 +152,6 @@ pub fn load_or_build(progress: bool) -> (Arc<Store>, i64) {
     let res = cfg.resolutions().unwrap();
     let caps: Vec<usize> = res.iter().map(|r| r.max_rows).collect();
     let store = Store::new(Some(dir.join("rollup")), res, SHARDS, 0);
-    store.load(nagare::daemon::now_ms() / 1000, &caps).unwrap();
+    store.load(nagare::util::now_ms() / 1000, &caps).unwrap();
     (store, end)
 }

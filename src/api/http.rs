@@ -13,7 +13,8 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::ApiError;
-use crate::query::{self, Context, ErrorKind};
+use crate::query::wire::{self, Answer, QueryRequest, error_json, run_query};
+use crate::query::{Context, ErrorKind};
 use crate::telemetry::Exposition;
 
 /// Anything that can render Prometheus metrics.
@@ -65,25 +66,12 @@ async fn healthz(State(s): State<HttpState>) -> Response {
     }
 }
 
-/// A query request (`POST /api/v1/query`, the Unix socket).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryRequest {
-    pub query: String,
-    /// Evaluate as if now were this Unix time (reproducible dashboards and tests).
-    #[serde(default)]
-    pub now: Option<i64>,
-}
-
 #[derive(Deserialize)]
 pub struct GetQuery {
     q: Option<String>,
     query: Option<String>,
     now: Option<i64>,
 }
-
-/// A query's answer: the result JSON, or an HTTP status and the error JSON.
-pub type Answer = Result<Vec<u8>, (StatusCode, serde_json::Value)>;
 
 /// The HTTP status of a query error: 429 busy, 500 internal, 400 otherwise.
 pub fn status_of(kind: ErrorKind) -> StatusCode {
@@ -96,22 +84,6 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
-/// Runs a query on a blocking thread; its result is serialized there, inside the
-/// query's slot and byte budget.
-pub async fn run_query(ctx: Arc<Context>, text: String, now: Option<i64>) -> Answer {
-    let now = now.unwrap_or_else(|| crate::daemon::now_ms() / 1000);
-    let t = text.clone();
-    let res = tokio::task::spawn_blocking(move || query::run_json(&ctx, &t, now)).await;
-    match res {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err((status_of(e.kind), e.to_json(&text))),
-        Err(_) => Err((
-            StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({"error": {"kind": "internal", "message": "the query failed unexpectedly"}}),
-        )),
-    }
-}
-
 fn respond(r: Answer) -> Response {
     match r {
         Ok(bytes) => (
@@ -120,14 +92,17 @@ fn respond(r: Answer) -> Response {
             bytes,
         )
             .into_response(),
-        Err((code, e)) => (code, Json(e)).into_response(),
+        Err((kind, e)) => (status_of(kind), Json(e)).into_response(),
     }
 }
 
 fn no_query() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(serde_json::json!({"error": {"kind": "unavailable", "message": "queries are not available on this server"}})),
+        Json(error_json(
+            "unavailable",
+            "queries are not available on this server",
+        )),
     )
         .into_response()
 }
@@ -141,7 +116,10 @@ async fn query_post(State(s): State<HttpState>, body: axum::body::Bytes) -> Resp
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({"error": {"kind": "syntax", "message": format!("the request body must be JSON {{\"query\": \"...\"}}: {e}")}})),
+                Json(error_json(
+                    "syntax",
+                    &format!("the request body must be JSON {{\"query\": \"...\"}}: {e}"),
+                )),
             )
                 .into_response();
         }
@@ -156,7 +134,7 @@ async fn query_get(State(s): State<HttpState>, UrlQuery(p): UrlQuery<GetQuery>) 
     let Some(text) = p.q.or(p.query) else {
         return (
             StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({"error": {"kind": "syntax", "message": "missing ?q=<query>"}})),
+            Json(error_json("syntax", "missing ?q=<query>")),
         )
             .into_response();
     };
@@ -165,38 +143,7 @@ async fn query_get(State(s): State<HttpState>, UrlQuery(p): UrlQuery<GetQuery>) 
 
 /// Vocabulary for completion in the web page.
 async fn vocabulary(State(s): State<HttpState>) -> Response {
-    let mut vms = Vec::new();
-    let mut l2 = Vec::new();
-    let mut hosts = Vec::new();
-    if let Some(ctx) = &s.query {
-        let t = ctx.enricher.tables();
-        vms = t.inventory.vms.iter().map(|v| v.name.clone()).collect();
-        l2 = t
-            .inventory
-            .l2_networks
-            .iter()
-            .map(|v| v.name.clone())
-            .collect();
-        hosts = t.inventory.hosts.iter().map(|v| v.name.clone()).collect();
-    }
-    let names = crate::query::catalog::all_names();
-    let (props, metrics): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| {
-        !crate::query::catalog::Metric::ALL
-            .iter()
-            .any(|m| m.name() == n)
-    });
-    Json(serde_json::json!({
-        "entities": ["flows", "vms", "switch ports", "hosts", "subnets", "l2 networks", "countries"],
-        "properties": props,
-        "metrics": metrics,
-        "flow_types": crate::enrich::classify::TAGS.iter().map(|t| t.1).collect::<Vec<_>>(),
-        "countries": crate::enrich::countries::COUNTRIES.iter().map(|c| c.1).collect::<Vec<_>>(),
-        "vms": vms,
-        "l2_networks": l2,
-        "hosts": hosts,
-        "keywords": ["where", "group by", "order by", "limit", "in last", "between", "at", "during", "series", "sum", "avg", "min", "max", "count", "list", "top", "and", "or", "not", "in", "like", "is set", "asc", "desc"],
-    }))
-    .into_response()
+    Json(wire::vocabulary(s.query.as_deref())).into_response()
 }
 
 /// The routes, behind the request guard (see `auth`).

@@ -13,13 +13,14 @@ pub mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use serde::{Deserialize, Serialize};
 
 use crate::telemetry::{Counter, Exposition};
+use crate::util::EveryFew;
 
 /// `[http]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,11 +210,14 @@ impl ApiMetrics {
     }
 }
 
-/// Logs accept() failures at most once per interval, with how many were not logged.
+/// Logs accept() failures at most once per interval, with how many were not logged
+/// (an [`EveryFew`] on a monotonic clock).
 pub struct AcceptErrorLog {
     what: &'static str,
     interval: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
+    /// Instants are measured from here, in milliseconds, for the limiter.
+    origin: Instant,
+    limit: EveryFew,
 }
 
 impl AcceptErrorLog {
@@ -221,28 +225,16 @@ impl AcceptErrorLog {
         Self {
             what,
             interval,
-            state: Mutex::new((None, 0)),
+            origin: Instant::now(),
+            limit: EveryFew::new(i64::try_from(interval.as_millis()).unwrap_or(i64::MAX)),
         }
     }
 
     /// Counts one failure; returns the number of failures suppressed since the last
     /// logged one when this one is to be logged, else None.
     pub fn should_log(&self, now: Instant) -> Option<u64> {
-        let mut s = match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        match s.0 {
-            Some(last) if now.saturating_duration_since(last) < self.interval => {
-                s.1 += 1;
-                None
-            }
-            _ => {
-                let suppressed = s.1;
-                *s = (Some(now), 0);
-                Some(suppressed)
-            }
-        }
+        let ms = now.saturating_duration_since(self.origin).as_millis();
+        self.limit.check(i64::try_from(ms).unwrap_or(i64::MAX))
     }
 
     /// Counts and (rate-limited) logs one failure.

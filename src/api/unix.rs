@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
-use super::http::{QueryRequest, run_query};
 use super::{ACCEPT_LOG_INTERVAL, AcceptErrorLog, ApiError, ApiMetrics};
 use crate::query::Context;
+use crate::query::wire::{QueryRequest, error_json, run_query};
 
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -130,9 +130,7 @@ pub async fn skip_line<R: AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<bo
 }
 
 fn error(kind: &str, message: &str) -> Vec<u8> {
-    serde_json::json!({"error": {"kind": kind, "message": message}})
-        .to_string()
-        .into_bytes()
+    error_json(kind, message).to_string().into_bytes()
 }
 
 async fn handle(

@@ -175,7 +175,7 @@ impl Web {
 
     fn save(&self, d: &Dashboards) -> Result<(), String> {
         let bytes = serde_json::to_vec_pretty(d).map_err(|e| e.to_string())?;
-        crate::daemon::write_atomic(&self.path, &bytes)
+        crate::util::write_atomic(&self.path, &bytes)
             .map_err(|e| format!("cannot save dashboards: {e}"))
     }
 

@@ -67,11 +67,11 @@ const TRY: [&str; 6] = [
 
 pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     nagare::telemetry::init_tracing(&a.log);
-    let history = nagare::rollup::parse_duration(&a.history).map_err(anyhow::Error::msg)?;
+    let history = nagare::util::parse_duration(&a.history).map_err(anyhow::Error::msg)?;
     let duration = a
         .duration
         .as_deref()
-        .map(nagare::rollup::parse_duration)
+        .map(nagare::util::parse_duration)
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let dir = match &a.state_dir {
@@ -141,7 +141,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 // paced so that the collector, on the same two cores, keeps up without
                 // loss (it decodes, enriches and rolls up ~500k records/s)
                 let mut pacer = Pacer::new(BACKFILL_RATE);
-                let now = nagare::daemon::now_ms();
+                let now = nagare::util::now_ms();
                 let started = Instant::now();
                 let day = 86_400_000i64;
                 let hist_ms = history * 1000;
@@ -169,7 +169,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 // live: what started since the back-fill's end, once a second
                 let mut tick = now - 60_000;
                 while !stop.load(Ordering::Relaxed) {
-                    let t = nagare::daemon::now_ms();
+                    let t = nagare::util::now_ms();
                     let g = site.generate(tick, t, intensity, seed);
                     em.send(&g, t)?;
                     tick = t;

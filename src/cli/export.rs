@@ -58,7 +58,7 @@ pub fn parse_time(s: &str, now_s: i64) -> anyhow::Result<i64> {
         let z = dt.to_zoned(jiff::tz::TimeZone::UTC).context("time")?;
         return Ok(z.timestamp().as_second());
     }
-    if let Ok(d) = nagare::rollup::parse_duration(t.trim_start_matches('-')) {
+    if let Ok(d) = nagare::util::parse_duration(t.trim_start_matches('-')) {
         return Ok(now_s - d);
     }
     bail!(
@@ -227,7 +227,7 @@ fn write_chunk(out: &mut dyn Write, c: &Chunk, f: Format) -> std::io::Result<u64
 }
 
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let now = nagare::daemon::now_ms() / 1000;
+    let now = nagare::util::now_ms() / 1000;
     let from = a
         .from
         .as_deref()
@@ -262,7 +262,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     resolutions.sort_unstable();
     let res = match &a.resolution {
         Some(r) => {
-            let s = nagare::rollup::parse_duration(r).map_err(anyhow::Error::msg)? as u32;
+            let s = nagare::util::parse_duration(r).map_err(anyhow::Error::msg)? as u32;
             if !resolutions.contains(&s) {
                 bail!(
                     "no {s}s resolution under {} (have: {:?})",

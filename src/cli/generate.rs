@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use nagare::generate::profile::Site;
 use nagare::generate::{Emitter, Pacer, site_for};
+use nagare::util::now_ms;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Profile {
@@ -53,10 +54,6 @@ pub struct GenArgs {
     pub vms: usize,
 }
 
-fn now_ms() -> i64 {
-    nagare::daemon::now_ms()
-}
-
 pub fn run(a: GenArgs) -> anyhow::Result<ExitCode> {
     let version = a.version.as_deref().map(|v| v.parse::<u8>()).transpose()?;
     let site = site_for(a.to, a.vms);
@@ -75,13 +72,13 @@ pub fn run(a: GenArgs) -> anyhow::Result<ExitCode> {
     let duration = a
         .duration
         .as_deref()
-        .map(nagare::rollup::parse_duration)
+        .map(nagare::util::parse_duration)
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let offset = a
         .start_offset
         .as_deref()
-        .map(nagare::rollup::parse_duration)
+        .map(nagare::util::parse_duration)
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let mut em = Emitter::new(a.to, version);

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::DecodeError;
 use super::fields::{RecordEnv, Scratch, Slot, Val, apply, finish, set};
-use super::template::{CompiledField, FieldSpec, Layout, VARLEN};
+use super::template::{CompiledField, FieldSpec, Layout, Op, VARLEN};
 use crate::model::FlowRecord;
 
 #[inline(always)]
@@ -28,74 +28,6 @@ pub(crate) fn raw_val(slot: Slot, b: &[u8]) -> Val<'_> {
         Val::B(b)
     } else {
         Val::U(read_uint(b))
-    }
-}
-
-/// A compiled field operation: the element and its width fixed at template time, so
-/// that decoding a field is one jump and one fixed-size read. Elements without a
-/// specialized operation go through the generic [`apply`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    SrcV4,
-    DstV4,
-    SrcV6,
-    DstV6,
-    SrcPort,
-    DstPort,
-    Proto,
-    Flags8,
-    Flags16,
-    Tos,
-    Bytes32,
-    Bytes64,
-    Packets32,
-    Packets64,
-    StartMs64,
-    EndMs64,
-    StartUp32,
-    EndUp32,
-    InIf16,
-    InIf32,
-    OutIf16,
-    OutIf32,
-    Vlan16,
-    Direction8,
-    Generic,
-    /// A walk's variable-length field (see [`super::template::compile_walk`]).
-    Varlen,
-    /// The end of a walk's last fixed-length segment.
-    Tail,
-}
-
-impl Op {
-    pub fn compile(slot: Slot, len: u16) -> Op {
-        match (slot, len) {
-            (Slot::SrcAddr, 4) => Op::SrcV4,
-            (Slot::DstAddr, 4) => Op::DstV4,
-            (Slot::SrcAddr, 16) => Op::SrcV6,
-            (Slot::DstAddr, 16) => Op::DstV6,
-            (Slot::SrcPort, 2) => Op::SrcPort,
-            (Slot::DstPort, 2) => Op::DstPort,
-            (Slot::Protocol, 1) => Op::Proto,
-            (Slot::TcpFlags, 1) => Op::Flags8,
-            (Slot::TcpFlags, 2) => Op::Flags16,
-            (Slot::Tos, 1) => Op::Tos,
-            (Slot::Bytes, 4) => Op::Bytes32,
-            (Slot::Bytes, 8) => Op::Bytes64,
-            (Slot::Packets, 4) => Op::Packets32,
-            (Slot::Packets, 8) => Op::Packets64,
-            (Slot::StartMs, 8) => Op::StartMs64,
-            (Slot::EndMs, 8) => Op::EndMs64,
-            (Slot::StartUptime, 4) => Op::StartUp32,
-            (Slot::EndUptime, 4) => Op::EndUp32,
-            (Slot::InIf, 2) => Op::InIf16,
-            (Slot::InIf, 4) => Op::InIf32,
-            (Slot::OutIf, 2) => Op::OutIf16,
-            (Slot::OutIf, 4) => Op::OutIf32,
-            (Slot::Vlan, 2) => Op::Vlan16,
-            (Slot::Direction, 1) => Op::Direction8,
-            _ => Op::Generic,
-        }
     }
 }
 

@@ -13,7 +13,6 @@
 //!   counted) and the decoder starts with no templates.
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -21,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Decoder, PersistedDecodeState};
 use crate::telemetry::{Counter, Exposition, Gauge};
+use crate::util::{tmp_path, write_atomic};
 
 /// Name of the decoder state file in the state directory.
 pub const DECODER_STATE_FILE: &str = "decoder.json";
@@ -118,50 +118,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     }
-}
-
-/// The temporary file [`write_atomic`] writes before the rename.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-/// Writes `path` atomically: `fill` writes a temporary file, which is synced and
-/// renamed over `path`. On any failure the temporary file is removed and `path` is
-/// left as it was.
-pub fn write_atomic_with(
-    path: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let tmp = tmp_path(path);
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        fill(&mut f)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    match res {
-        Ok(()) => {
-            // the rename itself is durable once the directory is synced
-            if let Some(dir) = path.parent()
-                && let Ok(d) = std::fs::File::open(dir)
-            {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
-
-/// Writes `bytes` to `path` atomically (see [`write_atomic_with`]).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_with(path, |f| f.write_all(bytes))
 }
 
 /// Serializes a state in at most `max_bytes`: newest templates first, then exporters,
@@ -481,21 +437,6 @@ mod tests {
         ids.sort_unstable();
         // the 30 seen last: ids 276..=305
         assert_eq!(ids, (276..306).collect::<Vec<u16>>());
-    }
-
-    #[test]
-    fn a_failed_write_removes_its_temporary_file_and_keeps_the_last_good_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DECODER_STATE_FILE);
-        write_atomic(&path, b"good").unwrap();
-        let e = write_atomic_with(&path, |f| {
-            f.write_all(&[b'x'; 4096])?;
-            Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
-        })
-        .unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
-        assert!(!tmp_path(&path).exists(), "temporary file left behind");
-        assert_eq!(std::fs::read(&path).unwrap(), b"good");
     }
 
     #[test]

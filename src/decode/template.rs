@@ -9,6 +9,74 @@ use serde::{Deserialize, Serialize};
 use super::DecodeError;
 use super::fields::{Slot, slot_for};
 
+/// A compiled field operation: the element and its width fixed at template time, so
+/// that decoding a field is one jump and one fixed-size read. Elements without a
+/// specialized operation go through the generic [`apply`](super::fields::apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    SrcV4,
+    DstV4,
+    SrcV6,
+    DstV6,
+    SrcPort,
+    DstPort,
+    Proto,
+    Flags8,
+    Flags16,
+    Tos,
+    Bytes32,
+    Bytes64,
+    Packets32,
+    Packets64,
+    StartMs64,
+    EndMs64,
+    StartUp32,
+    EndUp32,
+    InIf16,
+    InIf32,
+    OutIf16,
+    OutIf32,
+    Vlan16,
+    Direction8,
+    Generic,
+    /// A walk's variable-length field (see [`compile_walk`]).
+    Varlen,
+    /// The end of a walk's last fixed-length segment.
+    Tail,
+}
+
+impl Op {
+    pub fn compile(slot: Slot, len: u16) -> Op {
+        match (slot, len) {
+            (Slot::SrcAddr, 4) => Op::SrcV4,
+            (Slot::DstAddr, 4) => Op::DstV4,
+            (Slot::SrcAddr, 16) => Op::SrcV6,
+            (Slot::DstAddr, 16) => Op::DstV6,
+            (Slot::SrcPort, 2) => Op::SrcPort,
+            (Slot::DstPort, 2) => Op::DstPort,
+            (Slot::Protocol, 1) => Op::Proto,
+            (Slot::TcpFlags, 1) => Op::Flags8,
+            (Slot::TcpFlags, 2) => Op::Flags16,
+            (Slot::Tos, 1) => Op::Tos,
+            (Slot::Bytes, 4) => Op::Bytes32,
+            (Slot::Bytes, 8) => Op::Bytes64,
+            (Slot::Packets, 4) => Op::Packets32,
+            (Slot::Packets, 8) => Op::Packets64,
+            (Slot::StartMs, 8) => Op::StartMs64,
+            (Slot::EndMs, 8) => Op::EndMs64,
+            (Slot::StartUptime, 4) => Op::StartUp32,
+            (Slot::EndUptime, 4) => Op::EndUp32,
+            (Slot::InIf, 2) => Op::InIf16,
+            (Slot::InIf, 4) => Op::InIf32,
+            (Slot::OutIf, 2) => Op::OutIf16,
+            (Slot::OutIf, 4) => Op::OutIf32,
+            (Slot::Vlan, 2) => Op::Vlan16,
+            (Slot::Direction, 1) => Op::Direction8,
+            _ => Op::Generic,
+        }
+    }
+}
+
 /// Variable-length marker in a template field length (RFC 7011 section 7).
 pub const VARLEN: u16 = 0xffff;
 
@@ -46,7 +114,7 @@ pub struct CompiledField {
     /// The value is handed over as bytes (addresses, strings), not as an integer.
     pub raw: bool,
     /// Width-specialized operation for the hottest elements.
-    pub op: super::fast::Op,
+    pub op: Op,
 }
 
 /// A fixed-length data template compiled to offsets: the fast path reads each record
@@ -81,9 +149,8 @@ pub struct Template {
 /// segments separated by variable-length fields. Within a segment, only the fields
 /// nagare uses are listed, at their offset from the segment's start (unused ones cost
 /// nothing per record); each variable-length field ends a segment (`op`
-/// [`Op::Varlen`](super::fast::Op::Varlen), `off` = where its length prefix is), and a
-/// last entry ([`Op::Tail`](super::fast::Op::Tail), `off` = the length of the last
-/// segment) ends the record.
+/// [`Op::Varlen`], `off` = where its length prefix is), and a last entry
+/// ([`Op::Tail`], `off` = the length of the last segment) ends the record.
 pub fn compile_walk(fields: &[FieldSpec]) -> Box<[CompiledField]> {
     // a record this long never fits a datagram (and min_record_len keeps the
     // walker from starting on one): saturating keeps it from fitting by wrapping
@@ -99,7 +166,7 @@ pub fn compile_walk(fields: &[FieldSpec]) -> Box<[CompiledField]> {
                 len: VARLEN,
                 slot,
                 raw,
-                op: super::fast::Op::Varlen,
+                op: Op::Varlen,
             });
             off = 0;
             continue;
@@ -110,7 +177,7 @@ pub fn compile_walk(fields: &[FieldSpec]) -> Box<[CompiledField]> {
                 len: f.len,
                 slot,
                 raw,
-                op: super::fast::Op::compile(slot, f.len),
+                op: Op::compile(slot, f.len),
             });
         }
         off += usize::from(f.len);
@@ -120,7 +187,7 @@ pub fn compile_walk(fields: &[FieldSpec]) -> Box<[CompiledField]> {
         len: 0,
         slot: Slot::Skip,
         raw: false,
-        op: super::fast::Op::Tail,
+        op: Op::Tail,
     });
     walk.into_boxed_slice()
 }
@@ -151,11 +218,7 @@ impl Template {
         // uses at their offsets in the record, then the tail
         let layout = (!has_varlen && kind == TemplateKind::Data).then(|| Layout {
             record_len: min_record_len,
-            fields: walk
-                .iter()
-                .filter(|f| f.op != super::fast::Op::Tail)
-                .copied()
-                .collect(),
+            fields: walk.iter().filter(|f| f.op != Op::Tail).copied().collect(),
         });
         Self {
             key,

@@ -5,7 +5,8 @@
 //!      --plan--> Plan (names resolved, resolution and time range chosen, types checked)
 //!      --execute over the window store--> QueryResult (one JSON shape for every surface)
 //! ```
-//! `run` is the single entry point used by the HTTP API, the Unix socket and the CLI.
+//! `run` is the single entry point used by the HTTP API, the Unix socket and the CLI;
+//! [`wire`] holds what those transports share (the request, the error JSON, `run_query`).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod ast;
@@ -16,6 +17,7 @@ pub mod lexer;
 pub mod parser;
 pub mod planner;
 pub mod render;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -83,7 +85,7 @@ impl QueryError {
     /// Line and column (1-based, in characters) of the error in `src`.
     pub fn position(&self, src: &str) -> Option<(usize, usize)> {
         let s = self.span?;
-        Some(crate::config::line_col(src, s.start.min(src.len())))
+        Some(crate::util::line_col(src, s.start.min(src.len())))
     }
 
     /// The error as text with the query line and a caret under the faulty part.
@@ -92,7 +94,7 @@ impl QueryError {
         if let Some(span) = self.span {
             let start = span.start.min(src.len());
             let end = span.end.clamp(start, src.len());
-            let (line, col) = crate::config::line_col(src, start);
+            let (line, col) = crate::util::line_col(src, start);
             let text = src.lines().nth(line - 1).unwrap_or("");
             let width = src[start..end].chars().count().max(1);
             let gutter = line.to_string().len();

@@ -31,10 +31,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::enrich::fold::{FoldLimits, FoldMetrics, observation_point};
 use crate::enrich::{Endpoint, Enricher, countries};
-use crate::listener::Handover;
 use crate::model::{FlowRecord, ip_to_u128};
+use crate::pipeline::Handover;
 use crate::sym;
 use crate::telemetry::{Counter, Exposition, Gauge};
+pub use crate::util::{DurationSpec, MAX_DURATION_S, parse_duration};
 use chunk::ObsPoint;
 use store::Store;
 
@@ -46,50 +47,6 @@ pub enum RollupError {
     Thread(std::io::Error),
     #[error(transparent)]
     Segment(#[from] segment::SegmentError),
-}
-
-/// Parses "90s", "5m", "2h", "14d", "1w" (or a plain number of seconds).
-pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let t = s.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 90s, 5m, 2h, 14d"))?;
-    let mult = match unit.trim() {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(format!("'{s}': unknown unit (use s, m, h, d or w)")),
-    };
-    n.checked_mul(mult)
-        .filter(|&secs| secs <= MAX_DURATION_S)
-        .ok_or_else(|| format!("'{s}' is longer than 100 years"))
-}
-
-/// The longest duration the configuration accepts (100 years, in seconds): every time
-/// computed from one stays far from overflow.
-pub const MAX_DURATION_S: i64 = 100 * 366 * 86_400;
-
-/// A duration in the config: "2d" or a number of seconds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum DurationSpec {
-    Secs(i64),
-    Text(String),
-}
-
-impl DurationSpec {
-    pub fn secs(&self) -> Result<i64, String> {
-        match self {
-            DurationSpec::Secs(s) if (0..=MAX_DURATION_S).contains(s) => Ok(*s),
-            DurationSpec::Secs(s) => Err(format!(
-                "{s} seconds is not a duration between 0 and 100 years"
-            )),
-            DurationSpec::Text(t) => parse_duration(t),
-        }
-    }
 }
 
 /// One resolution in the config.
@@ -517,7 +474,7 @@ impl Rollup {
             cfg.write.clone(),
         );
         let fold = cfg.fold_limits(shards)?;
-        let report = store.load(crate::daemon::now_ms() / 1000, &caps)?;
+        let report = store.load(crate::util::now_ms() / 1000, &caps)?;
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         let mut shard_metrics = Vec::new();
@@ -543,9 +500,9 @@ impl Rollup {
                 .spawn(move || {
                     let span = tracing::info_span!("rollup", shard = id);
                     let _g = span.enter();
-                    let mut next_tick = crate::daemon::now_ms() + 1000;
+                    let mut next_tick = crate::util::now_ms() + 1000;
                     loop {
-                        let wait = (next_tick - crate::daemon::now_ms()).clamp(0, 1000) as u64;
+                        let wait = (next_tick - crate::util::now_ms()).clamp(0, 1000) as u64;
                         match rx.recv_timeout(Duration::from_millis(wait)) {
                             Ok(mut batch) => {
                                 tm.queued_records.sub(batch.len() as u64);
@@ -555,7 +512,7 @@ impl Rollup {
                                         &batch,
                                         &t,
                                         &g,
-                                        crate::daemon::now_ms(),
+                                        crate::util::now_ms(),
                                     );
                                 });
                                 batch.clear();
@@ -564,7 +521,7 @@ impl Rollup {
                             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                         }
-                        let now = crate::daemon::now_ms();
+                        let now = crate::util::now_ms();
                         if now >= next_tick {
                             shard_step(&tm, "tick", || lock_shard(&shard).tick_and_commit(now));
                             next_tick = now + 1000;
@@ -623,7 +580,7 @@ impl Rollup {
             batch.clear();
             return;
         }
-        let now = crate::daemon::now_ms();
+        let now = crate::util::now_ms();
         let part = matches!(how, Handover::Part { .. });
         let mut ready: Vec<(usize, Vec<FlowIn>)> = Vec::new();
         // idle shards (locked) and their records, ingested on this thread
@@ -848,7 +805,7 @@ impl Rollup {
         let Some(idx) = view.closed.iter().find(|i| i.res == res) else {
             return;
         };
-        let now_s = crate::daemon::now_ms() / 1000;
+        let now_s = crate::util::now_ms() / 1000;
         // the newest bucket that ended (ignore late re-opened old buckets)
         let Some((start, chunks)) = idx.buckets.range(..now_s - i64::from(res) + 1).next_back()
         else {
@@ -1066,7 +1023,7 @@ mod tests {
             GeoTable::default(),
         ));
         let (r, _) = Rollup::start(&RollupConfig::default(), None, enr).unwrap();
-        let now = crate::daemon::now_ms();
+        let now = crate::util::now_ms();
         let batch = |from: u32, n: u32| -> Vec<FlowRecord> {
             (from..from + n).map(|i| test_flow(i, now)).collect()
         };
@@ -1135,7 +1092,7 @@ mod tests {
             crate::enrich::geoip::GeoTable::default(),
         ));
         let (r, _) = Rollup::start(&RollupConfig::default(), None, enr).unwrap();
-        let now = crate::daemon::now_ms();
+        let now = crate::util::now_ms();
         let batch = |from: u32, n: u32| -> Vec<FlowRecord> {
             (from..from + n).map(|i| test_flow(i, now)).collect()
         };
@@ -1177,7 +1134,7 @@ mod tests {
             GeoTable::default(),
         ));
         let (r, _) = Rollup::start(&cfg, None, enr).unwrap();
-        let now = crate::daemon::now_ms();
+        let now = crate::util::now_ms();
         let n = 9_000u32;
         let mut batch = Vec::new();
         let inline_now = || -> u64 { r.shard_metrics.iter().map(|m| m.inline_records.get()).sum() };

@@ -20,7 +20,7 @@ fn a_huge_handover_is_queued_in_bounded_batches_and_the_excess_counted() {
         GeoTable::default(),
     ));
     let (r, _) = Rollup::start(&cfg, None, enr).unwrap();
-    let now = crate::daemon::now_ms();
+    let now = crate::util::now_ms();
     let n = 65_000u32;
     let mut batch: Vec<FlowRecord> = (0..n).map(|i| test_flow(i, now)).collect();
     let m = r.shard_metrics[0].clone();
