@@ -11,10 +11,12 @@
 #   - one query a second over HTTP (the seed queries in turn).
 # nagare runs with the site's inventory and the real country database (../shared/geoip).
 #
-# Reported: RSS and RssAnon every 10 s (to soak.csv), the RSS slope after the warm-up
+# Reported: RSS, RssAnon and the rollup store's row memory (nagare_rollup_memory_bytes:
+# the history kept in the heap) every 10 s (to soak.csv); the slopes after the warm-up
 # (least squares over the samples after WARMUP minutes, in % of the mean RSS per 10
-# minutes), records sent and stored, kernel drops, decode errors, panics, and query
-# latency p50/p99/max with the count of failed queries.
+# minutes), also of RSS less the store's rows, which growing history does not explain;
+# records sent and stored, kernel drops, decode errors, panics, and query latency
+# p50/p99/max with the count of failed queries.
 #
 # Usage: benches/soak.sh [--minutes 30] [--warmup 5] [--rate 10000] [--out DIR]
 # Needs: python3, curl; ../shared/geoip. Run from the repository root.
@@ -130,13 +132,14 @@ EOF
 QPID=$!
 
 # RSS every 10 s
-echo "t_s,rss_kib,rss_anon_kib" >"$OUT/soak.csv"
+echo "t_s,rss_kib,rss_anon_kib,store_kib" >"$OUT/soak.csv"
 T0=$(date +%s)
 while kill -0 $GPID 2>/dev/null; do
   t=$(( $(date +%s) - T0 ))
   rss=$(awk '/^VmRSS:/ {print $2}' /proc/$NPID/status)
   anon=$(awk '/^RssAnon:/ {print $2}' /proc/$NPID/status)
-  echo "$t,$rss,$anon" >>"$OUT/soak.csv"
+  store=$(( $(metric nagare_rollup_memory_bytes) / 1024 ))
+  echo "$t,$rss,$anon,$store" >>"$OUT/soak.csv"
   if [ $((t % 300)) -lt 10 ]; then echo "  ${t}s: RSS $((rss / 1024)) MiB" >&2; fi
   sleep 10
 done
@@ -154,14 +157,15 @@ NPID=""
 python3 - "$OUT/soak.csv" "$WARMUP" "$OUT/queries.out" <<EOF
 import sys, statistics
 rows = [l.strip().split(",") for l in open(sys.argv[1]).readlines()[1:]]
-pts = [(int(t), int(r), int(a)) for t, r, a in rows if r and a]
+pts = [(int(t), int(r), int(a), int(r) - int(m)) for t, r, a, m in rows if r and a and m]
 warm = int(sys.argv[2]) * 60
 after = [p for p in pts if p[0] >= warm]
 def slope(idx):
     xs = [p[0] for p in after]; ys = [p[idx] for p in after]
     mx, my = statistics.mean(xs), statistics.mean(ys)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return b * 600 / my * 100, my / 1024
+    rss = statistics.mean(p[1] for p in after)
+    return b * 600 / rss * 100, my / 1024
 lat = [l.strip() for l in open(sys.argv[3])]
 ok = sorted(float(l) for l in lat if not l.startswith("FAIL"))
 fail = sum(1 for l in lat if l.startswith("FAIL"))
@@ -169,9 +173,9 @@ q = lambda p: ok[min(len(ok) - 1, int(p * len(ok)))] if ok else float("nan")
 print()
 print("== soak results ==")
 if len(after) >= 3:
-    for name, idx in (("RSS", 1), ("RssAnon", 2)):
+    for name, idx in (("RSS", 1), ("RssAnon", 2), ("RSS less the store's rows", 3)):
         s, m = slope(idx)
-        print(f"{name:8s} after {sys.argv[2]} min warm-up: mean {m:.0f} MiB, slope {s:+.2f}% per 10 min")
+        print(f"{name} after {sys.argv[2]} min warm-up: mean {m:.0f} MiB, slope {s:+.2f}% of RSS per 10 min")
 print(f"RSS first/last sample: {pts[0][1] // 1024} / {pts[-1][1] // 1024} MiB")
 print(f"queries: {len(ok) + fail} run, {fail} failed; latency p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, max {ok[-1] if ok else float('nan'):.1f} ms")
 EOF
