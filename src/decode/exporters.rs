@@ -345,6 +345,73 @@ impl ExporterTable {
     }
 }
 
+/// The decoder's use of the table: which state a datagram gets, admission, eviction
+/// logs.
+impl super::Decoder {
+    /// The state for a datagram from `id`: the remembered one, or one of its own
+    /// until the source sends something valid (see [`exporters`]).
+    pub(super) fn exporter(&self, id: ExporterId, now_ms: i64) -> Arc<ExporterState> {
+        self.exporters
+            .for_datagram(id, now_ms.div_euclid(1000), || {
+                self.metrics.per_exporter.get_or_other(&id)
+            })
+    }
+
+    /// Remembers the source of `st`, which sent something valid; returns its state.
+    pub(super) fn admit(&self, st: &Arc<ExporterState>, now_ms: i64) -> Arc<ExporterState> {
+        if st.admitted {
+            return st.clone();
+        }
+        let (st, gone) = self.exporters.admit(st, now_ms.div_euclid(1000), || {
+            self.metrics.per_exporter.get(&st.id)
+        });
+        for e in gone {
+            self.log_exporter_eviction(st.id, e, now_ms);
+        }
+        st
+    }
+
+    fn log_exporter_eviction(&self, admitted: ExporterId, why: ExporterEviction, now_ms: i64) {
+        if let Some(held) = self.evict_log.check(now_ms) {
+            tracing::warn!(
+                exporter = %admitted.ip,
+                domain = admitted.domain,
+                reason = why.reason(),
+                similar_messages_suppressed = held,
+                "exporter table: an exporter was forgotten to make room for a new one (nagare_decode_exporter_evictions_total)"
+            );
+        }
+    }
+
+    /// Forgets exporters silent for longer than `exporter_idle_secs`.
+    pub fn expire_exporters(&self, now_ms: i64) -> usize {
+        self.exporters.expire(now_ms.div_euclid(1000))
+    }
+
+    /// Interface name an exporter announced in options data.
+    pub fn interface_name(&self, id: ExporterId, ifindex: u32) -> Option<String> {
+        let s = self.exporters.get(&id)?;
+        let o = s.options.read().ok()?;
+        o.if_names.get(&ifindex).cloned()
+    }
+
+    /// All exporters remembered, with their announced interface names.
+    pub fn exporter_interfaces(&self) -> Vec<(ExporterId, Vec<(u32, String)>)> {
+        self.exporters
+            .states()
+            .iter()
+            .map(|e| {
+                let names = e
+                    .options
+                    .read()
+                    .map(|o| o.if_names.iter().map(|(k, v)| (*k, v.clone())).collect())
+                    .unwrap_or_default();
+                (e.id, names)
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,29 +17,31 @@
 pub mod exporters;
 pub mod fast;
 pub mod fields;
+pub mod finish;
+mod held;
+mod metrics;
 pub mod options;
 pub mod persist;
 pub mod reference;
 pub mod template;
 pub mod template_store;
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ExporterId, FlowRecord};
-use crate::telemetry::{BoundedLabels, Counter, Exposition, Gauge};
 pub use exporters::{ExporterCounters, ExporterEviction};
 use exporters::{ExporterLimits, ExporterState, ExporterTable};
 use fields::RecordCtx;
+use held::Pending;
+pub use metrics::DecodeMetrics;
 use options::ExporterOptions;
 use template::{
     Learned, Template, TemplateKey, TemplateKind, TemplateLimits, TemplateRecord, TemplateStore,
 };
-use template_store::Eviction;
 
 /// Why (part of) a datagram could not be decoded. Cheap to create; `kind()` is the
 /// metric label.
@@ -183,84 +185,6 @@ pub struct PersistedDecodeState {
     pub exporters: Vec<PersistedExporter>,
 }
 
-/// A data set waiting for its template.
-struct Held {
-    key: TemplateKey,
-    export_ms: i64,
-    sys_uptime_ms: Option<u32>,
-    body: Vec<u8>,
-    at_ms: i64,
-}
-
-#[derive(Default)]
-struct Pending {
-    sets: VecDeque<Held>,
-    bytes: usize,
-}
-
-/// Decoder metrics (`nagare_decode_*`).
-pub struct DecodeMetrics {
-    pub datagrams: [Counter; 4], // v5, v9, ipfix, other
-    pub bytes: Counter,
-    pub records: [Counter; 3], // v5, v9, ipfix
-    pub records_fast: Counter,
-    pub records_reference: Counter,
-    pub records_walker: Counter,
-    pub errors: [Counter; DecodeError::ALL.len()],
-    pub template_misses: Counter,
-    pub held_sets: Counter,
-    pub held_decoded_records: Counter,
-    pub held_expired: Counter,
-    pub held_overflow: Counter,
-    pub held_now: Gauge,
-    pub templates_new: Counter,
-    pub templates_refreshed: Counter,
-    pub templates_replaced: Counter,
-    pub templates_withdrawn: Counter,
-    pub options_records: Counter,
-    pub unknown_enterprise_values: Counter,
-    pub per_exporter: BoundedLabels<ExporterId, ExporterCounters>,
-}
-
-impl DecodeMetrics {
-    fn new(max_labels: usize) -> Self {
-        Self {
-            datagrams: Default::default(),
-            bytes: Default::default(),
-            records: Default::default(),
-            records_fast: Default::default(),
-            records_reference: Default::default(),
-            records_walker: Default::default(),
-            errors: Default::default(),
-            template_misses: Default::default(),
-            held_sets: Default::default(),
-            held_decoded_records: Default::default(),
-            held_expired: Default::default(),
-            held_overflow: Default::default(),
-            held_now: Default::default(),
-            templates_new: Default::default(),
-            templates_refreshed: Default::default(),
-            templates_replaced: Default::default(),
-            templates_withdrawn: Default::default(),
-            options_records: Default::default(),
-            unknown_enterprise_values: Default::default(),
-            per_exporter: BoundedLabels::new(max_labels),
-        }
-    }
-
-    pub fn error_count(&self, e: DecodeError) -> u64 {
-        self.errors[e.index()].get()
-    }
-
-    pub fn total_errors(&self) -> u64 {
-        self.errors.iter().map(Counter::get).sum()
-    }
-
-    pub fn total_records(&self) -> u64 {
-        self.records.iter().map(Counter::get).sum()
-    }
-}
-
 /// Outcome of decoding one datagram: records were appended to the output even when
 /// `error` is set (everything before the fault, and every later set that could be read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -331,85 +255,6 @@ impl Decoder {
 
     pub fn config(&self) -> &DecodeConfig {
         &self.cfg
-    }
-
-    /// The state for a datagram from `id`: the remembered one, or one of its own
-    /// until the source sends something valid (see [`exporters`]).
-    fn exporter(&self, id: ExporterId, now_ms: i64) -> Arc<ExporterState> {
-        self.exporters
-            .for_datagram(id, now_ms.div_euclid(1000), || {
-                self.metrics.per_exporter.get_or_other(&id)
-            })
-    }
-
-    /// Remembers the source of `st`, which sent something valid; returns its state.
-    fn admit(&self, st: &Arc<ExporterState>, now_ms: i64) -> Arc<ExporterState> {
-        if st.admitted {
-            return st.clone();
-        }
-        let (st, gone) = self.exporters.admit(st, now_ms.div_euclid(1000), || {
-            self.metrics.per_exporter.get(&st.id)
-        });
-        for e in gone {
-            self.log_exporter_eviction(st.id, e, now_ms);
-        }
-        st
-    }
-
-    fn log_exporter_eviction(&self, admitted: ExporterId, why: ExporterEviction, now_ms: i64) {
-        if let Some(held) = self.evict_log.check(now_ms) {
-            tracing::warn!(
-                exporter = %admitted.ip,
-                domain = admitted.domain,
-                reason = why.reason(),
-                similar_messages_suppressed = held,
-                "exporter table: an exporter was forgotten to make room for a new one (nagare_decode_exporter_evictions_total)"
-            );
-        }
-    }
-
-    fn log_template_eviction(&self, key: TemplateKey, why: Eviction, now_ms: i64) {
-        if let Some(held) = self.evict_log.check(now_ms) {
-            let reason = match why {
-                Eviction::PerExporter => "max_templates_per_exporter",
-                Eviction::Full => "max_templates",
-            };
-            tracing::warn!(
-                exporter = %key.exporter,
-                template = key.template_id,
-                limit = reason,
-                similar_messages_suppressed = held,
-                "template store: a template was evicted to make room (nagare_decode_template_evictions_total)"
-            );
-        }
-    }
-
-    /// Forgets exporters silent for longer than `exporter_idle_secs`.
-    pub fn expire_exporters(&self, now_ms: i64) -> usize {
-        self.exporters.expire(now_ms.div_euclid(1000))
-    }
-
-    /// Interface name an exporter announced in options data.
-    pub fn interface_name(&self, id: ExporterId, ifindex: u32) -> Option<String> {
-        let s = self.exporters.get(&id)?;
-        let o = s.options.read().ok()?;
-        o.if_names.get(&ifindex).cloned()
-    }
-
-    /// All exporters remembered, with their announced interface names.
-    pub fn exporter_interfaces(&self) -> Vec<(ExporterId, Vec<(u32, String)>)> {
-        self.exporters
-            .states()
-            .iter()
-            .map(|e| {
-                let names = e
-                    .options
-                    .read()
-                    .map(|o| o.if_names.iter().map(|(k, v)| (*k, v.clone())).collect())
-                    .unwrap_or_default();
-                (e.id, names)
-            })
-            .collect()
     }
 
     fn count_error(&self, e: DecodeError, c: Option<&ExporterCounters>) {
@@ -846,95 +691,6 @@ impl Decoder {
         }
     }
 
-    fn hold(&self, key: TemplateKey, hdr: Hdr, body: &[u8], now_ms: i64) {
-        let mut p = lock(&self.pending);
-        self.expire_held_locked(&mut p, now_ms);
-        while !p.sets.is_empty()
-            && (p.sets.len() >= self.cfg.hold_max_sets
-                || p.bytes + body.len() > self.cfg.hold_max_bytes)
-        {
-            if let Some(old) = p.sets.pop_front() {
-                p.bytes -= old.body.len();
-                self.metrics.held_overflow.inc();
-            }
-        }
-        if body.len() > self.cfg.hold_max_bytes || self.cfg.hold_max_sets == 0 {
-            self.metrics.held_overflow.inc();
-            return;
-        }
-        p.bytes += body.len();
-        p.sets.push_back(Held {
-            key,
-            export_ms: hdr.export_ms,
-            sys_uptime_ms: hdr.sys_uptime_ms,
-            body: body.to_vec(),
-            at_ms: now_ms,
-        });
-        self.metrics.held_sets.inc();
-        self.pending_len.store(p.sets.len(), Ordering::Relaxed);
-        self.metrics.held_now.set(p.sets.len() as u64);
-    }
-
-    fn expire_held_locked(&self, p: &mut Pending, now_ms: i64) {
-        let ttl_ms = self.cfg.hold_ttl_secs.saturating_mul(1000);
-        while let Some(front) = p.sets.front() {
-            if now_ms - front.at_ms <= ttl_ms {
-                break;
-            }
-            if let Some(old) = p.sets.pop_front() {
-                p.bytes -= old.body.len();
-                self.metrics.held_expired.inc();
-            }
-        }
-        self.pending_len.store(p.sets.len(), Ordering::Relaxed);
-        self.metrics.held_now.set(p.sets.len() as u64);
-    }
-
-    /// Drops held sets past their TTL (called periodically by the daemon).
-    pub fn expire_held(&self, now_ms: i64) {
-        let mut p = lock(&self.pending);
-        self.expire_held_locked(&mut p, now_ms);
-    }
-
-    /// Decodes the sets held for `key` now that its template is known.
-    fn release_held(
-        &self,
-        key: &TemplateKey,
-        st: &ExporterState,
-        out: &mut Vec<FlowRecord>,
-    ) -> usize {
-        let Some(t) = self.templates.get_for_data(key) else {
-            return 0;
-        };
-        let mine: Vec<Held> = {
-            let mut p = lock(&self.pending);
-            let (mine, rest): (VecDeque<Held>, VecDeque<Held>) =
-                p.sets.drain(..).partition(|h| h.key == *key);
-            p.sets = rest;
-            p.bytes = p.sets.iter().map(|h| h.body.len()).sum();
-            self.pending_len.store(p.sets.len(), Ordering::Relaxed);
-            self.metrics.held_now.set(p.sets.len() as u64);
-            mine.into_iter().collect()
-        };
-        let mut total = 0;
-        for h in mine {
-            let hdr = Hdr {
-                version: key.version,
-                export_ms: h.export_ms,
-                sys_uptime_ms: h.sys_uptime_ms,
-            };
-            match self.decode_set(&t, st, hdr, &h.body, out) {
-                Ok(set) => total += set.records,
-                Err((set, e)) => {
-                    total += set.records;
-                    self.count_error(e, Some(&st.counters));
-                }
-            }
-        }
-        self.metrics.held_decoded_records.add(total as u64);
-        total
-    }
-
     /// Whether templates or exporter options changed since the last call.
     pub fn take_dirty(&self) -> bool {
         let a = self.templates.take_dirty();
@@ -976,204 +732,5 @@ impl Decoder {
             ne += 1;
         }
         (nt, ne.min(self.exporters.len()))
-    }
-
-    pub fn render_metrics(&self, out: &mut Exposition) {
-        let m = &self.metrics;
-        out.header(
-            "nagare_decode_datagrams_total",
-            "Datagrams received by the decoder, by version.",
-            "counter",
-        );
-        for (i, v) in ["5", "9", "10", "other"].iter().enumerate() {
-            out.sample(
-                "nagare_decode_datagrams_total",
-                &[("version", v)],
-                m.datagrams[i].get() as f64,
-            );
-        }
-        out.counter(
-            "nagare_decode_bytes_total",
-            "Datagram payload bytes received by the decoder.",
-            m.bytes.get(),
-        );
-        out.header(
-            "nagare_decode_records_total",
-            "Flow records decoded, by version.",
-            "counter",
-        );
-        for (i, v) in ["5", "9", "10"].iter().enumerate() {
-            out.sample(
-                "nagare_decode_records_total",
-                &[("version", v)],
-                m.records[i].get() as f64,
-            );
-        }
-        out.header(
-            "nagare_decode_path_records_total",
-            "Data records by decoder path.",
-            "counter",
-        );
-        out.sample(
-            "nagare_decode_path_records_total",
-            &[("path", "fast")],
-            m.records_fast.get() as f64,
-        );
-        out.sample(
-            "nagare_decode_path_records_total",
-            &[("path", "reference")],
-            m.records_reference.get() as f64,
-        );
-        out.sample(
-            "nagare_decode_path_records_total",
-            &[("path", "walker")],
-            m.records_walker.get() as f64,
-        );
-        out.header(
-            "nagare_decode_errors_total",
-            "Decode errors by kind (the rest of the datagram is still decoded where possible).",
-            "counter",
-        );
-        for e in DecodeError::ALL {
-            out.sample(
-                "nagare_decode_errors_total",
-                &[("kind", e.kind())],
-                m.error_count(e) as f64,
-            );
-        }
-        out.counter(
-            "nagare_decode_template_misses_total",
-            "Data sets that arrived before their template.",
-            m.template_misses.get(),
-        );
-        out.counter(
-            "nagare_decode_held_sets_total",
-            "Data sets held until their template arrives.",
-            m.held_sets.get(),
-        );
-        out.counter(
-            "nagare_decode_held_decoded_records_total",
-            "Records decoded from held data sets once the template arrived.",
-            m.held_decoded_records.get(),
-        );
-        out.header(
-            "nagare_decode_held_dropped_total",
-            "Held data sets dropped, by reason.",
-            "counter",
-        );
-        out.sample(
-            "nagare_decode_held_dropped_total",
-            &[("reason", "expired")],
-            m.held_expired.get() as f64,
-        );
-        out.sample(
-            "nagare_decode_held_dropped_total",
-            &[("reason", "overflow")],
-            m.held_overflow.get() as f64,
-        );
-        out.gauge(
-            "nagare_decode_held_sets",
-            "Data sets currently held for a template.",
-            m.held_now.get() as f64,
-        );
-        out.gauge(
-            "nagare_decode_templates",
-            "Templates currently known.",
-            self.templates.len() as f64,
-        );
-        out.header(
-            "nagare_decode_templates_total",
-            "Template records received, by outcome.",
-            "counter",
-        );
-        for (k, v) in [
-            ("new", m.templates_new.get()),
-            ("refreshed", m.templates_refreshed.get()),
-            ("replaced", m.templates_replaced.get()),
-            ("withdrawn", m.templates_withdrawn.get()),
-            ("evicted", self.templates.evicted.get()),
-            ("evicted_full", self.templates.evicted_full.get()),
-            ("expired", self.templates.expired.get()),
-        ] {
-            out.sample("nagare_decode_templates_total", &[("outcome", k)], v as f64);
-        }
-        out.header(
-            "nagare_decode_exporter_evictions_total",
-            "Exporters forgotten, by reason: idle (silent for exporter_idle_secs), full (max_exporters reached), per_source (its source IP reached max_exporters_per_source).",
-            "counter",
-        );
-        for (i, why) in [
-            ExporterEviction::Idle,
-            ExporterEviction::Full,
-            ExporterEviction::PerSource,
-        ]
-        .iter()
-        .enumerate()
-        {
-            out.sample(
-                "nagare_decode_exporter_evictions_total",
-                &[("reason", why.reason())],
-                self.exporters.evicted[i].get() as f64,
-            );
-        }
-        out.counter(
-            "nagare_decode_options_records_total",
-            "Options data records applied (sampling, interface names).",
-            m.options_records.get(),
-        );
-        out.counter(
-            "nagare_decode_unknown_enterprise_values_total",
-            "Values of unknown enterprise elements skipped by length.",
-            m.unknown_enterprise_values.get(),
-        );
-        out.gauge(
-            "nagare_decode_exporters",
-            "Exporters (IP + observation domain) known.",
-            self.exporters.len() as f64,
-        );
-        let (per, other) = m.per_exporter.snapshot();
-        let mut per: Vec<(String, Arc<ExporterCounters>)> =
-            per.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        per.sort_by(|a, b| a.0.cmp(&b.0));
-        per.push(("other".to_string(), other));
-        type Get = fn(&ExporterCounters) -> u64;
-        let families: [(&str, &str, Get); 6] = [
-            (
-                "nagare_decode_exporter_datagrams_total",
-                "Datagrams per exporter.",
-                |c| c.datagrams.get(),
-            ),
-            (
-                "nagare_decode_exporter_records_total",
-                "Records per exporter.",
-                |c| c.records.get(),
-            ),
-            (
-                "nagare_decode_exporter_errors_total",
-                "Decode errors per exporter.",
-                |c| c.errors.get(),
-            ),
-            (
-                "nagare_decode_exporter_template_misses_total",
-                "Template misses per exporter.",
-                |c| c.template_misses.get(),
-            ),
-            (
-                "nagare_decode_exporter_lost_records_total",
-                "Records the exporter's sequence numbers say never arrived (v5, IPFIX).",
-                |c| c.lost_records.get(),
-            ),
-            (
-                "nagare_decode_exporter_lost_datagrams_total",
-                "Datagrams the exporter's sequence numbers say never arrived (v9).",
-                |c| c.lost_datagrams.get(),
-            ),
-        ];
-        for (name, help, get) in families {
-            out.header(name, help, "counter");
-            for (k, c) in &per {
-                out.sample(name, &[("exporter", k)], get(c) as f64);
-            }
-        }
     }
 }

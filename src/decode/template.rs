@@ -403,7 +403,7 @@ pub fn parse_template_set(
 pub use super::template_store::{Learned, PersistedTemplate, TemplateLimits, TemplateStore};
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn ip() -> IpAddr {
@@ -411,9 +411,14 @@ mod tests {
     }
 
     fn tpl(id: u16, lens: &[u16]) -> Template {
+        tpl_at(ip(), id, lens)
+    }
+
+    /// A data template of `exporter` whose fields are elements 1, 2, ... of `lens`.
+    pub(in crate::decode) fn tpl_at(exporter: IpAddr, id: u16, lens: &[u16]) -> Template {
         Template::new(
             TemplateKey {
-                exporter: ip(),
+                exporter,
                 version: 10,
                 domain: 0,
                 template_id: id,

@@ -351,9 +351,27 @@ impl TemplateStore {
     }
 }
 
+impl super::Decoder {
+    /// Logs a template eviction, at most once per 10 s with the count held back.
+    pub(super) fn log_template_eviction(&self, key: TemplateKey, why: Eviction, now_ms: i64) {
+        if let Some(held) = self.evict_log.check(now_ms) {
+            let reason = match why {
+                Eviction::PerExporter => "max_templates_per_exporter",
+                Eviction::Full => "max_templates",
+            };
+            tracing::warn!(
+                exporter = %key.exporter,
+                template = key.template_id,
+                limit = reason,
+                similar_messages_suppressed = held,
+                "template store: a template was evicted to make room (nagare_decode_template_evictions_total)"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::template::FieldSpec;
     use super::*;
 
     fn ip(last: u8) -> IpAddr {
@@ -361,24 +379,7 @@ mod tests {
     }
 
     fn tpl(exporter: u8, id: u16, lens: &[u16]) -> Template {
-        Template::new(
-            TemplateKey {
-                exporter: ip(exporter),
-                version: 10,
-                domain: 0,
-                template_id: id,
-            },
-            TemplateKind::Data,
-            lens.iter()
-                .enumerate()
-                .map(|(i, &len)| FieldSpec {
-                    id: i as u16 + 1,
-                    pen: 0,
-                    len,
-                    scope: false,
-                })
-                .collect(),
-        )
+        super::super::template::tests::tpl_at(ip(exporter), id, lens)
     }
 
     fn store(per_exporter: usize, total: usize) -> TemplateStore {
